@@ -1,0 +1,238 @@
+"""Voxel <-> world geometry: affines, output grids and the model's coordinate normalisation.
+
+World space is NIfTI's RAS+ scanner space in millimetres. An affine is a 4x4 matrix mapping voxel indices
+``(i, j, k, 1)`` (voxel centres at integers) to world ``(x, y, z, 1)`` in mm. All functions are pure and work on
+``(..., 3)`` arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 affine to ``(..., 3)`` points.
+
+    >>> apply_affine(np.diag([2.0, 3.0, 4.0, 1.0]), np.array([1.0, 1.0, 1.0]))
+    array([2., 3., 4.])
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    return points @ affine[:3, :3].T + affine[:3, 3]
+
+
+def check_affine(affine: np.ndarray, name: str = "affine") -> np.ndarray:
+    """Return ``affine`` as float64 4x4 after checking it is finite and invertible."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputError(f"{name}: affine must be 4x4, got shape {affine.shape}")
+    if not np.all(np.isfinite(affine)):
+        raise InputError(f"{name}: affine contains NaN or Inf")
+    linear = affine[:3, :3]
+    scale = max(float(np.abs(linear).max()), 1e-30)
+    if abs(np.linalg.det(linear / scale)) < 1e-6:
+        raise InputError(f"{name}: affine is singular (zero or degenerate voxel size)")
+    return affine
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size in mm along each voxel axis (norms of the affine's columns).
+
+    >>> voxel_spacing(np.diag([-1.0, 2.0, 5.0, 1.0]))
+    array([1., 2., 5.])
+    """
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def direction_cosines(affine: np.ndarray) -> np.ndarray:
+    """The 3x3 matrix whose columns are the unit world directions of the voxel axes."""
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return linear / np.linalg.norm(linear, axis=0)
+
+
+def slice_axis(affine: np.ndarray) -> int:
+    """Index of the slice (through-plane) axis: the coarsest voxel axis; the last one on ties.
+
+    >>> slice_axis(np.diag([1.0, 1.0, 5.0, 1.0]))
+    2
+    >>> slice_axis(np.diag([4.0, 1.0, 1.0, 1.0]))
+    0
+    """
+    spacing = voxel_spacing(affine)
+    coarsest = spacing.max()
+    candidates = np.flatnonzero(np.isclose(spacing, coarsest, rtol=1e-3))
+    return int(candidates[-1])
+
+
+def voxel_corners(shape: Sequence[int]) -> np.ndarray:
+    """The 8 corners, in voxel coordinates, of the field of view (voxel edges, not centres): ``(8, 3)``."""
+    lo = -0.5
+    hi = np.asarray(shape[:3], dtype=np.float64) - 0.5
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64)
+    return lo + corners * (hi - lo)
+
+
+def world_corners(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """World (mm) positions of the 8 corners of a volume's field of view: ``(8, 3)``."""
+    return apply_affine(affine, voxel_corners(shape))
+
+
+def voxel_grid_world(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of every voxel centre: ``(*shape, 3)``."""
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape[:3]], indexing="ij"), axis=-1)
+    return apply_affine(affine, idx)
+
+
+def parse_spacing(text: str | float | Sequence[float]) -> np.ndarray:
+    """Parse ``"S"`` or ``"Sx,Sy,Sz"`` (mm) into a length-3 array of positive spacings.
+
+    >>> parse_spacing("1.5")
+    array([1.5, 1.5, 1.5])
+    >>> parse_spacing("1,1,2")
+    array([1., 1., 2.])
+    """
+    if isinstance(text, str):
+        try:
+            values = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise InputError(f"spacing {text!r}: expected 'S' or 'Sx,Sy,Sz' in mm") from None
+    elif np.isscalar(text):
+        values = [float(text)]
+    else:
+        values = [float(v) for v in text]
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise InputError(f"spacing {text!r}: expected 1 or 3 values, got {len(values)}")
+    spacing = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"spacing {text!r}: values must be positive mm")
+    return spacing
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular voxel grid: shape and voxel -> world affine (mm)."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return voxel_spacing(self.affine)
+
+    @property
+    def n_voxels(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def frame_bounds(corners_world: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned bounds of world points expressed in the frame whose axes are ``rotation``'s columns."""
+    local = corners_world @ rotation
+    return local.min(axis=0), local.max(axis=0)
+
+
+def output_grid(
+    volumes: Sequence[tuple[Sequence[int], np.ndarray]],
+    spacing_mm: np.ndarray,
+    extent: str = "union",
+) -> Grid:
+    """An output grid with ``spacing_mm`` covering the inputs' fields of view, axis-aligned with the first input.
+
+    ``volumes`` holds ``(shape, affine)`` pairs. The grid's axes point along the first input's voxel axes (so its
+    handedness is kept); ``extent`` is ``"union"`` or ``"intersection"`` of the inputs' boxes in that frame.
+    """
+    if extent not in ("union", "intersection"):
+        raise InputError(f"extent must be 'union' or 'intersection', got {extent!r}")
+    spacing_mm = parse_spacing(spacing_mm)
+    rotation = direction_cosines(volumes[0][1])
+    lows, highs = zip(*(frame_bounds(world_corners(s, a), rotation) for s, a in volumes), strict=True)
+    if extent == "union":
+        lo, hi = np.min(lows, axis=0), np.max(highs, axis=0)
+    else:
+        lo, hi = np.max(lows, axis=0), np.min(highs, axis=0)
+        if np.any(hi <= lo):
+            raise InputError("the inputs' fields of view do not intersect in world space")
+    size = hi - lo
+    shape = tuple(int(n) for n in np.maximum(np.ceil(size / spacing_mm - 1e-6), 1))
+    # Centre the grid on the box so that any rounding is split evenly on both sides.
+    centre_local = (lo + hi) / 2
+    first_local = centre_local - (np.asarray(shape) - 1) / 2 * spacing_mm
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * spacing_mm
+    affine[:3, 3] = rotation @ first_local
+    return Grid(shape=shape, affine=affine)
+
+
+def boxes_overlap(a: tuple[Sequence[int], np.ndarray], b: tuple[Sequence[int], np.ndarray]) -> bool:
+    """Whether two volumes' fields of view overlap (separating-axis test on their oriented boxes)."""
+    ca, cb = world_corners(*a), world_corners(*b)
+    axes = [direction_cosines(a[1])[:, i] for i in range(3)] + [direction_cosines(b[1])[:, i] for i in range(3)]
+    for u in axes[:3]:
+        for v in axes[3:]:
+            w = np.cross(u, v)
+            if np.linalg.norm(w) > 1e-6:
+                axes.append(w / np.linalg.norm(w))
+    for axis in axes:
+        pa, pb = ca @ axis, cb @ axis
+        if pa.max() <= pb.min() + 1e-9 or pb.max() <= pa.min() + 1e-9:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Maps world mm into the model's ``[-1, 1]^3`` box and back.
+
+    The box is the inputs' world bounding box expressed in a frame with axes ``rotation``'s columns:
+    ``u = (R^T x - centre) / half_extent`` per axis. Stored with the model so that re-rendering uses the same map.
+    """
+
+    rotation: np.ndarray  # (3, 3) columns = box axes in world
+    centre: np.ndarray  # (3,) mm, in the rotated frame
+    half_extent: np.ndarray  # (3,) mm
+
+    @classmethod
+    def from_volumes(
+        cls, volumes: Sequence[tuple[Sequence[int], np.ndarray]], margin_mm: float = 2.0
+    ) -> Normalization:
+        """The box around the union of the inputs' fields of view, axis-aligned with the first, plus a margin."""
+        rotation = direction_cosines(volumes[0][1])
+        lows, highs = zip(*(frame_bounds(world_corners(s, a), rotation) for s, a in volumes), strict=True)
+        lo, hi = np.min(lows, axis=0) - margin_mm, np.max(highs, axis=0) + margin_mm
+        return cls(rotation=rotation, centre=(lo + hi) / 2, half_extent=(hi - lo) / 2)
+
+    def to_unit(self, world: np.ndarray) -> np.ndarray:
+        """World mm ``(..., 3)`` -> normalised ``[-1, 1]`` coordinates ``(..., 3)``."""
+        return (np.asarray(world) @ self.rotation - self.centre) / self.half_extent
+
+    def to_world(self, unit: np.ndarray) -> np.ndarray:
+        """Normalised coordinates ``(..., 3)`` -> world mm ``(..., 3)``."""
+        return (np.asarray(unit) * self.half_extent + self.centre) @ self.rotation.T
+
+    def unit_affine(self, affine: np.ndarray) -> np.ndarray:
+        """Compose a voxel -> world affine with :meth:`to_unit`: voxel -> normalised coordinates (4x4)."""
+        to_unit = np.eye(4)
+        to_unit[:3, :3] = np.diag(1 / self.half_extent) @ self.rotation.T
+        to_unit[:3, 3] = -self.centre / self.half_extent
+        return to_unit @ np.asarray(affine, dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        return {
+            "rotation": self.rotation.tolist(),
+            "centre": self.centre.tolist(),
+            "half_extent": self.half_extent.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalization:
+        return cls(
+            rotation=np.asarray(d["rotation"], dtype=np.float64),
+            centre=np.asarray(d["centre"], dtype=np.float64),
+            half_extent=np.asarray(d["half_extent"], dtype=np.float64),
+        )

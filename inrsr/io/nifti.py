@@ -1,0 +1,97 @@
+"""Reading and writing NIfTI volumes with correct, explicit geometry."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+
+
+def header_affine(img: nib.Nifti1Image, name: str) -> np.ndarray:
+    """The voxel -> world affine: the sform, or the qform when the sform code is 0."""
+    sform, scode = img.header.get_sform(coded=True)
+    if scode and sform is not None and int(scode) > 0:
+        return np.asarray(sform, dtype=np.float64)
+    qform, qcode = img.header.get_qform(coded=True)
+    if qcode and qform is not None and int(qcode) > 0:
+        return np.asarray(qform, dtype=np.float64)
+    # Neither is set: NIfTI's "method 1", voxel sizes only.
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    return np.diag([*zooms, 1.0])
+
+
+def load_volume(path: str | os.PathLike) -> Volume:
+    """Read a 3D NIfTI file into a :class:`Volume`; any problem becomes an :class:`InputError` naming the file."""
+    name = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{name}: no such file")
+    if p.is_dir():
+        raise InputError(f"{name}: is a directory, expected a NIfTI file")
+    try:
+        img = nib.load(name)
+    except Exception as exc:  # nibabel raises many types for non-NIfTI input
+        raise InputError(f"{name}: not a readable NIfTI file ({_short(exc)})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{name}: not a NIfTI image (found {type(img).__name__})")
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"{name}: expected a 3D volume, got {len(img.shape)}D with shape {tuple(img.shape)}")
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+    except Exception as exc:  # truncated gzip, short file
+        raise InputError(f"{name}: could not read the voxel data, file truncated or corrupt ({_short(exc)})") from None
+    return Volume(data=data, affine=header_affine(img, name), name=name)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def to_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A float32 NIfTI image with both sform and qform set (code 1, scanner) and units mm / s."""
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
+    img.header.set_data_dtype(np.float32)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units(xyz="mm", t="sec")
+    return img
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name keeps the suffixes (``.nii.gz``) so writers pick the right format. A failed or
+    interrupted write leaves nothing at ``path`` and removes the temporary file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".gz") else target.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write a float32 NIfTI with correct sform/qform atomically (temporary file, then rename)."""
+    img = to_nifti(data, affine)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
