@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Primes of the spatial hash (Teschner et al.; Instant-NGP). Dimension 0 uses 1 so that it stays coherent.
@@ -29,7 +30,7 @@ class _Gather(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (index,) = ctx.saved_tensors
         out = torch.zeros(ctx.n_rows, grad.shape[1], dtype=grad.dtype, device=grad.device)
-        out.index_add_(0, index, grad)
+        out.index_add_(0, index, grad.contiguous())
         return out, None
 
 
@@ -40,14 +41,26 @@ def _per_axis(value: int | Sequence[int], in_dim: int) -> np.ndarray:
     return arr
 
 
-class HashGridEncoding(nn.Module):
-    """Multiresolution hash-grid encoding (Instant-NGP) in pure PyTorch.
+def _spatial_hash(vertex: torch.Tensor, log2_table_size: int) -> torch.Tensor:
+    """XOR-of-primes hash of integer vertex coordinates ``(..., D)`` into ``[0, 2**log2_table_size)``."""
+    out = vertex[..., 0] * HASH_PRIMES[0]
+    for d in range(1, vertex.shape[-1]):
+        out = out ^ (vertex[..., d] * HASH_PRIMES[d])
+    return out & (2**log2_table_size - 1)
 
-    Level ``l`` is a grid of ``resolution_l`` vertices per axis spanning ``[-1, 1]``, with resolutions growing
-    geometrically from ``base_resolution`` to ``finest_resolution`` (either may be given per axis, so that cells
-    can be isotropic in mm on an anisotropic box). Levels whose vertex count fits the table are indexed densely
-    (no collisions); finer ones are hashed into ``2**log2_table_size`` rows. All levels live in one table and are
-    gathered in one vectorised call; features are interpolated multilinearly.
+
+class HashGridEncoding(nn.Module):
+    """Multiresolution hash-grid encoding (Instant-NGP) in pure PyTorch, for 2D or 3D coordinates.
+
+    Level ``l`` is a grid of ``resolution_l`` vertices per axis spanning ``[-1, 1]`` (vertex 0 at -1, the last at
+    +1), with resolutions growing geometrically from ``base_resolution`` to ``finest_resolution``; either may be
+    given per axis so that cells are isotropic in mm on an anisotropic box. Levels whose vertex count fits the
+    table (``2**log2_table_size`` rows) are stored densely, without collisions; finer levels share a hashed table.
+    The hashed levels' vertex grids are gathered from their table in one vectorised call.
+
+    Each level is then read by multilinear interpolation: at arbitrary points with ``grid_sample``
+    (:meth:`forward`), or on a whole regular lattice spanning the box with ``interpolate`` (:meth:`lattice`),
+    which gives the same values far faster.
 
     Shapes: ``(N, in_dim)`` -> ``(N, n_levels * features_per_level)``.
     """
@@ -63,8 +76,8 @@ class HashGridEncoding(nn.Module):
         init_scale: float = 1e-4,
     ) -> None:
         super().__init__()
-        if not 1 <= in_dim <= len(HASH_PRIMES):
-            raise ValueError(f"in_dim must be 1..{len(HASH_PRIMES)}")
+        if in_dim not in (2, 3):
+            raise ValueError("HashGridEncoding supports 2D and 3D coordinates")
         self.in_dim = in_dim
         self.n_levels = n_levels
         self.features_per_level = features_per_level
@@ -73,61 +86,67 @@ class HashGridEncoding(nn.Module):
         base = _per_axis(base_resolution, in_dim)
         finest = np.maximum(_per_axis(finest_resolution, in_dim), base)
         steps = np.arange(n_levels)[:, None] / max(n_levels - 1, 1)
-        resolutions = np.rint(base * (finest / base) ** steps).astype(np.int64)  # (L, D)
+        self.resolutions = [tuple(int(v) for v in r) for r in np.rint(base * (finest / base) ** steps)]
         table_size = 2**log2_table_size
-        sizes, dense, offsets = [], [], [0]
-        for res in resolutions:
-            n_vertices = int(np.prod(res))
-            is_dense = n_vertices <= table_size
-            dense.append(is_dense)
-            sizes.append(n_vertices if is_dense else table_size)
-            offsets.append(offsets[-1] + sizes[-1])
-        self.register_buffer("resolutions", torch.as_tensor(resolutions, dtype=torch.int64), persistent=False)
-        strides = np.ones_like(resolutions)
-        for d in range(1, in_dim):
-            strides[:, d] = strides[:, d - 1] * resolutions[:, d - 1]
-        self.register_buffer("dense_strides", torch.as_tensor(strides, dtype=torch.int64), persistent=False)
-        self.register_buffer("is_dense", torch.as_tensor(dense), persistent=False)
-        self.register_buffer("level_offsets", torch.as_tensor(offsets[:-1], dtype=torch.int64), persistent=False)
-        self.register_buffer(
-            "primes", torch.as_tensor(HASH_PRIMES[:in_dim], dtype=torch.int64), persistent=False
+        self.dense = [int(np.prod(r)) <= table_size for r in self.resolutions]
+        # Dense levels: one (1, F, *resolution) parameter each, read directly by grid_sample / interpolate.
+        self.dense_grids = nn.ParameterList(
+            [
+                nn.Parameter(torch.empty(1, features_per_level, *r).uniform_(-init_scale, init_scale))
+                for r, d in zip(self.resolutions, self.dense, strict=True)
+                if d
+            ]
         )
-        corners = torch.tensor(
-            [[(c >> d) & 1 for d in range(in_dim)] for c in range(2**in_dim)], dtype=torch.int64
-        )
-        self.register_buffer("corners", corners, persistent=False)  # (C, D)
-        self.table = nn.Parameter(torch.empty(offsets[-1], features_per_level).uniform_(-init_scale, init_scale))
+        # Hashed levels share one table; their vertex -> row indices are fixed and precomputed.
+        n_hash_rows = table_size if not all(self.dense) else 0
+        self.table = nn.Parameter(torch.empty(n_hash_rows, features_per_level).uniform_(-init_scale, init_scale))
+        hashed_index = []
+        for res, is_dense in zip(self.resolutions, self.dense, strict=True):
+            if not is_dense:
+                axes = [torch.arange(n, dtype=torch.int64) for n in res]
+                vertex = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+                hashed_index.append(_spatial_hash(vertex, log2_table_size).reshape(-1))
+        index = torch.cat(hashed_index) if hashed_index else torch.zeros(0, dtype=torch.int64)
+        self.register_buffer("hashed_index", index, persistent=False)
 
-    @property
-    def level_resolutions(self) -> np.ndarray:
-        """Vertices per axis of each level: ``(n_levels, in_dim)``."""
-        return self.resolutions.cpu().numpy()
-
-    def level_slices(self) -> list[slice]:
-        """Rows of ``table`` that belong to each level."""
-        ends = [*self.level_offsets.tolist()[1:], self.table.shape[0]]
-        return [slice(s, e) for s, e in zip(self.level_offsets.tolist(), ends, strict=True)]
+    def level_grids(self) -> list[torch.Tensor]:
+        """Each level's vertex features as a ``(1, F, *resolution)`` grid."""
+        f = self.features_per_level
+        # All hashed levels gathered in one call.
+        hashed = _Gather.apply(self.table, self.hashed_index) if self.hashed_index.numel() else None
+        grids, dense_i, hrow = [], 0, 0
+        for res, is_dense in zip(self.resolutions, self.dense, strict=True):
+            if is_dense:
+                grids.append(self.dense_grids[dense_i])
+                dense_i += 1
+            else:
+                n = int(np.prod(res))
+                grids.append(hashed[hrow : hrow + n].t().reshape(1, f, *res))
+                hrow += n
+        return grids
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(N, in_dim)`` in ``[-1, 1]`` -> ``(N, n_levels * features_per_level)``."""
+        """``x``: ``(N, in_dim)`` in ``[-1, 1]`` (axis order as the resolutions) -> ``(N, out_dim)``."""
         n = x.shape[0]
-        res = self.resolutions.to(x.dtype)  # (L, D)
-        pos = (x.clamp(-1, 1)[:, None, :] + 1) * 0.5 * (res - 1)  # (N, L, D) in vertex units
-        base = pos.floor().long()
-        base = torch.minimum(base, self.resolutions - 2).clamp_min(0)
-        frac = pos - base.to(pos.dtype)  # (N, L, D)
-        vertex = base[:, :, None, :] + self.corners  # (N, L, C, D)
-        dense_index = (vertex * self.dense_strides[:, None, :]).sum(-1)
-        hashed = vertex[..., 0] * self.primes[0]
-        for d in range(1, self.in_dim):
-            hashed = hashed ^ (vertex[..., d] * self.primes[d])
-        hashed = hashed & (2**self.log2_table_size - 1)
-        index = torch.where(self.is_dense[:, None], dense_index, hashed) + self.level_offsets[:, None]
-        # Multilinear weights of the 2^D corners.
-        w = torch.where(self.corners.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)  # (N, L, C)
-        feats = _Gather.apply(self.table, index.reshape(-1)).view(n, self.n_levels, -1, self.features_per_level)
-        out = (feats * w[..., None]).sum(2)  # (N, L, F)
-        return out.reshape(n, self.out_dim)
+        # grid_sample reads coordinates as (W, H[, D]) = reversed axis order.
+        pts = x.flip(-1).reshape(1, n, *([1] * (self.in_dim - 1)), self.in_dim).to(self.table.dtype)
+        feats = [
+            F.grid_sample(g, pts, mode="bilinear", padding_mode="border", align_corners=True).reshape(
+                self.features_per_level, n
+            )
+            for g in self.level_grids()
+        ]
+        return torch.cat(feats, dim=0).t()
+
+    def lattice(self, shape: Sequence[int]) -> torch.Tensor:
+        """Features on the regular lattice of ``shape`` points spanning ``[-1, 1]`` per axis (the first and last
+        points on the box's faces): ``(out_dim, *shape)``. Equal to :meth:`forward` at those points."""
+        mode = "trilinear" if self.in_dim == 3 else "bilinear"
+        feats = [
+            F.interpolate(g, size=tuple(int(s) for s in shape), mode=mode, align_corners=True)
+            for g in self.level_grids()
+        ]
+        return torch.cat(feats, dim=1)[0]
 
 
 class FourierEncoding(nn.Module):

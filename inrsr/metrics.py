@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from .errors import InputError
-from .geometry import Grid, apply_affine
+from .geometry import Grid, apply_affine, boxes_overlap
 from .volume import Volume
 
 __all__ = ["compare_volumes", "data_range", "nrmse", "psnr", "resample_to_grid", "ssim"]
@@ -197,6 +197,8 @@ def compare_volumes(pred: Volume, ref: Volume, mask: Volume | None = None) -> di
     """
     target = ref.grid
     resampled = not _same_grid(pred.grid, target)
+    if resampled and not boxes_overlap((pred.shape, pred.affine), (ref.shape, ref.affine)):
+        raise InputError(f"{pred.name} and {ref.name} do not overlap in world space: check their affines")
     pred_data = resample_to_grid(pred, target, order=3) if resampled else pred.data
     mask_data: np.ndarray | None = None
     if mask is not None:

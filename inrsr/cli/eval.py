@@ -49,7 +49,13 @@ def eval_command(pred: PredArg, ref: RefArg, mask: MaskOpt = None, json_out: Jso
     result = compare_volumes(pred_vol, ref_vol, mask_vol)
 
     console = Console()
-    table = Table(title=f"{pred} vs {ref}")
+    console.print(
+        f"{pred} vs {ref}" + (f" inside {mask}" if mask is not None else ""),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("PSNR (dB)", f"{result['psnr_db']:.3f}")
@@ -62,12 +68,13 @@ def eval_command(pred: PredArg, ref: RefArg, mask: MaskOpt = None, json_out: Jso
         console.print(
             f"{pred} was resampled onto {ref}'s grid in world space (cubic B-spline).",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
 
     if json_out is not None:
         _write_json(json_out, result, pred=pred, ref=ref, mask=mask)
-        console.print(f"wrote {json_out}", highlight=False)
+        console.print(f"wrote {json_out}", highlight=False, markup=False)
 
 
 def _write_json(path: Path, result: dict, *, pred: Path, ref: Path, mask: Path | None) -> None:

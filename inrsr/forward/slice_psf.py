@@ -55,31 +55,49 @@ def gaussian_taps(sigma: float, step: float, truncate: float = 3.0) -> np.ndarra
     k = np.arange(-half, half + 1)
     hat = np.clip(1 - np.abs(t[None, :] / step - k[:, None]), 0, None)
     w = (hat * g[None, :]).sum(axis=1)
-    w = w[1:-1] if w[0] < 1e-12 * w.max() else w
+    keep = np.flatnonzero(w > 1e-5 * w.max())
+    w = w[keep.min() : keep.max() + 1]
     return w / w.sum()
 
 
-def _lattice_map(source_affine: np.ndarray, fine_affine: np.ndarray, source_shape: Sequence[int]):
-    """If fine-grid indices map onto source lattice points by axis permutation, flips and an integer shift,
-    return ``(perm, flips, offsets)`` describing it; otherwise ``None``."""
+def _axis_aligned_map(source_affine: np.ndarray, fine_affine: np.ndarray):
+    """If each fine-grid axis runs along one source axis (any scale, sign and shift), return ``(perm, scale,
+    shift)`` with ``source[perm[a]] = scale[a] * q[a] + shift[a]``; for oblique grids return ``None``."""
     m = np.linalg.solve(source_affine, fine_affine)
     lin, shift = m[:3, :3], m[:3, 3]
-    perm, flips, offsets = [], [], []
-    for a in range(3):  # fine axis a
-        col = lin[:, a]
-        src = int(np.argmax(np.abs(col)))
-        if abs(abs(col[src]) - 1) > 1e-5 or np.sum(np.abs(col) > 1e-5) != 1:
+    tol = 1e-6 * np.abs(lin).max()
+    perm = []
+    for a in range(3):
+        nonzero = np.flatnonzero(np.abs(lin[:, a]) > tol)
+        if len(nonzero) != 1:
             return None
-        perm.append(src)
-        flips.append(col[src] < 0)
-        t = shift[src]
-        if abs(t - round(t)) > 1e-4:
-            return None
-        t = int(round(t))
-        offsets.append(source_shape[src] - 1 - t if col[src] < 0 else t)
+        perm.append(int(nonzero[0]))
     if sorted(perm) != [0, 1, 2]:
         return None
-    return perm, flips, offsets
+    scale = [float(lin[perm[a], a]) for a in range(3)]
+    return perm, scale, [float(shift[perm[a]]) for a in range(3)]
+
+
+def _linear_resample_axis(x: torch.Tensor, dim: int, positions: np.ndarray) -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``dim`` at fractional ``positions`` (zero outside)."""
+    n = x.shape[dim]
+    i0 = np.floor(positions).astype(np.int64)
+    frac = positions - i0
+    parts = []
+    for idx, w in ((i0, 1 - frac), (i0 + 1, frac)):
+        valid = (idx >= 0) & (idx < n) & (np.abs(w) > 1e-9)
+        if not valid.any():
+            continue
+        weights = torch.as_tensor(np.where(valid, w, 0.0), dtype=x.dtype, device=x.device)
+        shape = [1] * x.dim()
+        shape[dim] = -1
+        index = torch.as_tensor(np.clip(idx, 0, n - 1), device=x.device)
+        parts.append(x.index_select(dim, index) * weights.view(shape))
+    if not parts:
+        out_shape = list(x.shape)
+        out_shape[dim] = len(positions)
+        return x.new_zeros(out_shape)
+    return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 class StackOperator:
@@ -115,7 +133,7 @@ class StackOperator:
         to_stack[:3, :3] = np.diag([1.0 / r for r in self.ratios])
         to_stack[:3, 3] = [-h / r for h, r in zip(half, self.ratios, strict=True)]
         self.fine_affine = self.stack_affine @ to_stack
-        self.lattice = _lattice_map(source.affine, self.fine_affine, source.shape)
+        self.aligned = _axis_aligned_map(source.affine, self.fine_affine)
         self._coords: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -138,37 +156,40 @@ class StackOperator:
 
     def _resample(self, vol: torch.Tensor) -> torch.Tensor:
         """``(B, X, Y, Z)`` source -> ``(B, *fine_shape)`` fine grid in the stack's frame."""
-        if self.lattice is not None:
-            perm, flips, offsets = self.lattice
+        if self.aligned is not None:
+            # Separable: one 1D linear interpolation per axis (fast, cache-friendly).
+            perm, scale, shift = self.aligned
             out = vol.permute(0, *(p + 1 for p in perm))
-            flip_dims = [a + 1 for a in range(3) if flips[a]]
-            if flip_dims:
-                out = out.flip(flip_dims)
-            pads: list[int] = []
-            for a in reversed(range(3)):
-                n_src = out.shape[a + 1]
-                before = -offsets[a]
-                after = offsets[a] + self.fine_shape[a] - n_src
-                pads += [before, after]
-            return F.pad(out, pads)
+            for a in range(3):
+                positions = scale[a] * np.arange(self.fine_shape[a]) + shift[a]
+                out = _linear_resample_axis(out, a + 1, positions)
+            return out
         coords = self._fine_coords(vol.device, vol.dtype)
         out = F.grid_sample(vol[:, None], coords.expand(vol.shape[0], -1, -1, -1, -1), mode="bilinear",
                             padding_mode="zeros", align_corners=True)
         return out[:, 0]
 
     def _blur(self, fine: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian filtering with stride: ``(B, *fine_shape)`` -> ``(B, *stack_shape)``."""
-        out = fine[:, None]
-        for a in range(3):
-            taps = torch.as_tensor(self.taps[a], dtype=fine.dtype, device=fine.device)
-            shape = [1, 1, 1, 1, 1]
-            shape[2 + a] = len(taps)
-            stride = [1, 1, 1]
-            stride[a] = self.ratios[a]
-            if len(taps) == 1 and self.ratios[a] == 1:
+        """Separable Gaussian filtering with stride: ``(B, *fine_shape)`` -> ``(B, *stack_shape)``.
+
+        Each axis is a sum of strided slices (one per tap); the axis with the largest stride goes first so that
+        later passes work on less data.
+        """
+        out = fine
+        for a in sorted(range(3), key=lambda a: -self.ratios[a]):
+            taps, stride, n_out = self.taps[a], self.ratios[a], self.stack_shape[a]
+            if len(taps) == 1 and stride == 1:
                 continue
-            out = F.conv3d(out, taps.view(shape), stride=stride)
-        return out[:, 0]
+            dim = a + 1
+            span = (n_out - 1) * stride + 1
+            acc = None
+            for k, w in enumerate(taps):
+                index = [slice(None)] * 4
+                index[dim] = slice(k, k + span, stride)
+                term = out[tuple(index)] * float(w)
+                acc = term if acc is None else acc + term
+            out = acc
+        return out
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         """Predict the stack from a volume on the source lattice."""
