@@ -1,0 +1,353 @@
+"""Multi-stack super-resolution: fit a continuous model of the image to low-res stacks in world space.
+
+1. Geometry: every stack voxel is placed in world mm by its affine; a regular lattice (the output grid) and the
+   model's normalisation box (the inputs' bounding box) are derived from the stacks.
+2. Initial estimate: the voxel-grid least-squares solution through each stack's slice PSF with a first-order
+   Tikhonov prior (:mod:`inrsr.classic`), a few conjugate-gradient iterations.
+3. INR: an encoding + MLP learns the residual, trained on random batches of stack voxels, each predicted as the
+   average of the model at several points drawn inside that voxel's PSF; each stack has a learnable intensity
+   scale and offset.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from . import geometry
+from .classic import VoxelGridProblem
+from .devices import ensure_memory, resolve_device, seed_everything
+from .errors import InputError
+from .forward.slice_psf import StackOperator, psf_offsets, psf_sigmas_mm
+from .geometry import Grid, Normalization
+from .model import ENCODINGS, SRModel
+from .progress import Progress
+from .volume import Volume
+
+
+@dataclass
+class FitConfig:
+    """Settings of :func:`fit_stacks`. The CLI reads its defaults from here."""
+
+    encoding: str = "hash"
+    steps: int = 300
+    batch_size: int = 2048  # stack voxels per step
+    psf_samples: int = 8  # points drawn inside each voxel's PSF
+    lr: float = 1e-2
+    hidden: int = 32
+    n_hidden_layers: int = 1
+    levels: int = 8
+    features_per_level: int = 2
+    log2_table_size: int = 23
+    coarsest_mm: float = 16.0
+    fourier_features: int = 256
+    fourier_sigma_per_mm: float = 0.15  # std of the random frequencies, cycles per mm
+    positional_frequencies: int = 8
+    siren_w0: float = 30.0
+    init: str = "cg"  # cg | mean | none
+    init_iterations: int = 30
+    init_lambda: float = 2e-3
+    auto_mask: bool = True
+    seed: int = 0
+    device: str = "auto"
+    thickness_mm: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    model: SRModel
+    report: dict[str, Any]
+
+
+def thicknesses(stacks: Sequence[Volume], thickness_mm: Sequence[float] | None) -> list[float]:
+    """Slice thickness (mm) per stack: one value for all, one per stack, or the slice spacing by default."""
+    if not thickness_mm:
+        return [float(s.meta.get("thickness_mm", s.spacing[s.slice_axis])) for s in stacks]
+    values = [float(t) for t in thickness_mm]
+    if len(values) == 1:
+        values = values * len(stacks)
+    if len(values) != len(stacks):
+        raise InputError(f"--thickness has {len(values)} values but there are {len(stacks)} stacks "
+                         "(give one value, or one per stack)")
+    if any(not math.isfinite(t) or t <= 0 for t in values):
+        raise InputError(f"--thickness values must be positive mm, got {values}")
+    return values
+
+
+def foreground(stack: Volume) -> np.ndarray:
+    """Automatic foreground of a stack: above 10% of its 99th percentile, closed, holes filled, dilated."""
+    data = stack.data
+    positive = data[data > 0]
+    if positive.size == 0:
+        return np.zeros(data.shape, dtype=bool)
+    mask = data > 0.1 * float(np.percentile(positive, 99))
+    mask = ndimage.binary_closing(mask, iterations=2)
+    mask = ndimage.binary_fill_holes(mask)
+    return ndimage.binary_dilation(mask, iterations=2)
+
+
+def check_overlap(stacks: Sequence[Volume]) -> None:
+    """Every stack must overlap the first one in world space."""
+    first = (stacks[0].shape, stacks[0].affine)
+    for s in stacks[1:]:
+        if not geometry.boxes_overlap(first, (s.shape, s.affine)):
+            raise InputError(f"{s.name}: does not overlap {stacks[0].name} in world space (check the affines)")
+
+
+def support_on_lattice(lattice: Grid, stacks: Sequence[Volume], masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Lattice voxels whose centre falls in at least one stack's foreground (nearest stack voxel)."""
+    support = np.zeros(lattice.shape, dtype=bool)
+    for stack, mask in zip(stacks, masks, strict=True):
+        to_stack = np.linalg.solve(stack.affine, lattice.affine)  # lattice voxel -> stack voxel
+        support |= ndimage.affine_transform(mask.astype(np.uint8), to_stack, output_shape=lattice.shape,
+                                            order=0, mode="constant", cval=0) > 0
+    return support
+
+
+def field_spec(config: FitConfig, normalization: Normalization, target_spacing_mm: float) -> dict[str, Any]:
+    """The plain description of the INR stored with the model."""
+    if config.encoding not in ENCODINGS:
+        raise InputError(f"--encoding {config.encoding!r}: expected one of {', '.join(ENCODINGS)}")
+    box_mm = 2 * normalization.half_extent
+    finest = np.maximum(np.ceil(box_mm / target_spacing_mm) + 1, 2).astype(int)
+    coarsest = np.maximum(np.ceil(box_mm / config.coarsest_mm) + 1, 2).astype(int)
+    return {
+        "encoding": config.encoding,
+        "hidden": config.hidden,
+        "n_hidden_layers": config.n_hidden_layers,
+        "levels": config.levels,
+        "features_per_level": config.features_per_level,
+        "log2_table_size": config.log2_table_size,
+        "base_resolution": coarsest.tolist(),
+        "finest_resolution": finest.tolist(),
+        "fourier_features": config.fourier_features,
+        "fourier_sigma_per_mm": config.fourier_sigma_per_mm,
+        "half_extent_mm": normalization.half_extent.tolist(),
+        "positional_frequencies": config.positional_frequencies,
+        "siren_w0": config.siren_w0,
+    }
+
+
+class _TrainingVoxels:
+    """The stack voxels used for training, concatenated over stacks, with what a step needs to sample them."""
+
+    def __init__(self, model: SRModel, stacks, masks, ys, base_preds, sigmas_mm, device) -> None:
+        idx, target, base, sid = [], [], [], []
+        unit_affines, sigma_vox, slice_axes = [], [], []
+        lattice_inv = np.linalg.inv(model.lattice.affine)
+        for s, (stack, mask, y, bp, sig) in enumerate(zip(stacks, masks, ys, base_preds, sigmas_mm, strict=True)):
+            ijk = np.argwhere(mask)
+            # keep voxels whose centre lies inside the lattice (the output field of view)
+            lat = geometry.apply_affine(lattice_inv @ stack.affine, ijk)
+            inside = np.all((lat > -0.5) & (lat < np.asarray(model.lattice.shape) - 0.5), axis=1)
+            ijk = ijk[inside]
+            idx.append(torch.as_tensor(ijk, dtype=torch.float32))
+            target.append(y[tuple(ijk.T)])
+            base.append(bp[tuple(ijk.T)])
+            sid.append(torch.full((len(ijk),), s, dtype=torch.int64))
+            unit_affines.append(torch.as_tensor(model.normalization.unit_affine(stack.affine), dtype=torch.float32))
+            sigma_vox.append(torch.as_tensor(sig / stack.spacing, dtype=torch.float32))
+            slice_axes.append(stack.slice_axis)
+        self.ijk = torch.cat(idx).to(device)
+        self.target = torch.as_tensor(np.concatenate(target), device=device)
+        self.base = torch.as_tensor(np.concatenate(base), device=device)
+        self.stack_id = torch.cat(sid).to(device)
+        self.unit_affines = torch.stack(unit_affines).to(device)
+        self.sigma_vox = sigma_vox
+        self.slice_axes = slice_axes
+        self.counts = [len(i) for i in idx]
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def sample(self, n: int, n_psf: int, generator: torch.Generator):
+        """``n`` random voxels: their PSF sample points in unit coordinates ``(n, n_psf, 3)``, stack ids,
+        base predictions and targets."""
+        sel = torch.randint(len(self), (n,), generator=generator).to(self.device)
+        sid = self.stack_id[sel]
+        offsets = torch.empty(n, n_psf, 3)
+        sid_cpu = sid.cpu()
+        for s, (sig, axis) in enumerate(zip(self.sigma_vox, self.slice_axes, strict=True)):
+            rows = torch.nonzero(sid_cpu == s)[:, 0]
+            if len(rows):
+                offsets[rows] = psf_offsets(len(rows), n_psf, sig, axis, generator)
+        points = self.ijk[sel][:, None, :] + offsets.to(self.device)
+        a = self.unit_affines[sid]
+        unit = torch.einsum("bij,bmj->bmi", a[:, :3, :3], points) + a[:, None, :3, 3]
+        return unit, sid, self.base[sel], self.target[sel]
+
+
+def fit_stacks(
+    stacks: Sequence[Volume],
+    output: Grid,
+    config: FitConfig | None = None,
+    masks: Sequence[Volume | None] | None = None,
+    quiet: bool = True,
+) -> FitResult:
+    """Fit a :class:`~inrsr.model.SRModel` to ``stacks`` with ``output`` as the working lattice.
+
+    ``masks`` (optional, one per stack, ``None`` for automatic) restrict the training voxels.
+    """
+    config = config or FitConfig()
+    if not stacks:
+        raise InputError("no input stacks")
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    generator = seed_everything(config.seed)
+    thick = thicknesses(stacks, config.thickness_mm)
+    check_overlap(stacks)
+    ensure_memory(output.n_voxels * 4 * 12 + sum(s.data.size for s in stacks) * 4 * 20,
+                  f"fitting on a {output.shape} output grid")
+
+    # Intensities: one global scale so that the first stack's foreground is about 1.
+    user_masks = list(masks) if masks is not None else [None] * len(stacks)
+    if len(user_masks) != len(stacks):
+        raise InputError(f"got {len(user_masks)} masks for {len(stacks)} stacks")
+    fg = []
+    for stack, m in zip(stacks, user_masks, strict=True):
+        if m is not None:
+            if m.shape != stack.shape:
+                raise InputError(f"{m.name}: mask shape {m.shape} differs from its stack's {stack.shape}")
+            fg.append(m.data > 0.5)
+        elif config.auto_mask:
+            fg.append(foreground(stack))
+        else:
+            fg.append(np.ones(stack.shape, dtype=bool))
+    for stack, m in zip(stacks, fg, strict=True):
+        if not m.any():
+            raise InputError(f"{stack.name}: empty foreground (all voxels masked out or zero)")
+    scale = float(np.percentile(stacks[0].data[fg[0]], 99.5)) or 1.0
+    stack_scale = [
+        float(np.mean(stacks[0].data[fg[0]]) / max(np.mean(s.data[m]), 1e-12)) for s, m in zip(stacks, fg, strict=True)
+    ]
+    ys = [torch.as_tensor(s.data / scale * k, device=device) for s, k in zip(stacks, stack_scale, strict=True)]
+
+    normalization = Normalization.from_volumes([(s.shape, s.affine) for s in stacks])
+    spec = field_spec(config, normalization, float(output.spacing.min()))
+    model = SRModel(spec, normalization, output, len(stacks), scale, generator=generator).to(device)
+    sigmas = [psf_sigmas_mm(s.affine, s.slice_axis, t) for s, t in zip(stacks, thick, strict=True)]
+    operators = [StackOperator(s.shape, s.affine, sig, output) for s, sig in zip(stacks, sigmas, strict=True)]
+    timings["setup_s"] = time.perf_counter() - t_start
+
+    # Initial estimate on the lattice.
+    t0 = time.perf_counter()
+    weights = [None if m is None else torch.as_tensor(f, dtype=torch.float32, device=device)
+               for m, f in zip(user_masks, fg, strict=True)]
+    if config.init == "cg":
+        problem = VoxelGridProblem(operators, ys, weights)
+        base = problem.solve_tikhonov(config.init_lambda, config.init_iterations, quiet=quiet)
+    elif config.init == "mean":
+        from .metrics import resample_to_grid
+
+        base = torch.as_tensor(
+            np.mean([resample_to_grid(Volume(y.cpu().numpy(), s.affine, s.name), output, order=1)
+                     for y, s in zip(ys, stacks, strict=True)], axis=0), device=device)
+    elif config.init == "none":
+        base = torch.zeros(output.shape, device=device)
+    else:
+        raise InputError(f"init {config.init!r}: expected cg, mean or none")
+    model.base.copy_(base)
+    model.support.copy_(torch.as_tensor(support_on_lattice(output, stacks, fg), device=device))
+    timings["init_s"] = time.perf_counter() - t0
+
+    # INR: learn the residual through the PSF.
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        base_preds = [op(model.base).cpu().numpy() for op in operators]
+    voxels = _TrainingVoxels(model, stacks, fg, [y.cpu().numpy() for y in ys], base_preds, sigmas, device)
+    if len(voxels) == 0:
+        raise InputError("no stack voxel lies inside the output grid; check --like / the affines")
+    history = _train(model, voxels, config, generator, device, quiet)
+    timings["inr_s"] = time.perf_counter() - t0
+
+    per_stack = _fit_errors(model, voxels, config, generator, stacks, scale, stack_scale)
+    timings["total_s"] = time.perf_counter() - t_start
+    report = {
+        "settings": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "thickness_mm": thick,
+        "device": str(device),
+        "output_grid": {"shape": list(output.shape), "affine": np.asarray(output.affine).tolist(),
+                        "spacing_mm": output.spacing.tolist()},
+        "timings": timings,
+        "final_loss": history[-1] if history else None,
+        "loss_history": history[:: max(1, len(history) // 50)],
+        "training_voxels": voxels.counts,
+        "stacks": per_stack,
+    }
+    return FitResult(model=model, report=report)
+
+
+def _train(model: SRModel, voxels: _TrainingVoxels, config: FitConfig, generator: torch.Generator,
+           device: torch.device, quiet: bool) -> list[float]:
+    """Adam on random voxel batches; learning rate: 5% linear warm-up, then cosine decay to 5%."""
+    if config.steps <= 0:
+        return []
+    params = [
+        {"params": list(model.field.parameters()), "lr": config.lr},
+        {"params": [model.log_scale, model.offset], "lr": config.lr * 0.1},
+    ]
+    opt = torch.optim.Adam(params, betas=(0.9, 0.99), eps=1e-15, foreach=True)
+    warmup = max(1, config.steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, config.steps - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    use_amp = device.type == "cuda"
+    history: list[float] = []
+    model.train()
+    with Progress(config.steps, "fitting INR", quiet=quiet) as bar:
+        for _ in range(config.steps):
+            unit, sid, base, target = voxels.sample(config.batch_size, config.psf_samples, generator)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                residual = model.residual_at_unit(unit.reshape(-1, 3)).float()
+            pred = base + residual.view(unit.shape[0], unit.shape[1]).mean(1)
+            pred = pred * model.log_scale[sid].exp() + model.offset[sid]
+            loss = (pred - target).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():  # the first stack is the intensity reference
+                model.log_scale.grad[0] = 0
+                model.offset.grad[0] = 0
+            opt.step()
+            sched.step()
+            history.append(float(loss.detach()))
+            bar.update(1, loss=history[-1])
+    model.eval()
+    return history
+
+
+def _fit_errors(model, voxels, config, generator, stacks, scale, stack_scale) -> list[dict[str, Any]]:
+    """Per stack: RMS error between the stack and the model seen through its PSF (stack intensity units)."""
+    out = []
+    with torch.no_grad():
+        unit, sid, base, target = voxels.sample(min(len(voxels), 200_000), config.psf_samples, generator)
+        residual = torch.cat([model.residual_at_unit(u.reshape(-1, 3)) for u in unit.split(16384)])
+        pred = (base + residual.view(unit.shape[0], -1).mean(1)) * model.log_scale[sid].exp() + model.offset[sid]
+        for s, stack in enumerate(stacks):
+            rows = sid == s
+            unit_factor = scale / stack_scale[s]  # back to this stack's own intensities
+            rmse = float((pred[rows] - target[rows]).square().mean().sqrt()) * unit_factor if rows.any() else None
+            out.append({
+                "file": stack.name,
+                "shape": list(stack.shape),
+                "spacing_mm": stack.spacing.tolist(),
+                "slice_axis": stack.slice_axis,
+                "rmse": rmse,
+                "intensity_scale": float(model.log_scale[s].exp()) / stack_scale[s],
+                "intensity_offset": float(model.offset[s]) * unit_factor,
+            })
+    return out

@@ -1,0 +1,155 @@
+"""The multi-coil Cartesian MRI forward model as composable linear operators with adjoints.
+
+One FFT convention everywhere (forward model, data consistency, zero-filled images): the centred orthonormal
+2D FFT over the last two axes, ``k = fftshift(fft2(ifftshift(x), norm="ortho"))``. The last two axes are
+``(x, y)`` in the image and ``(kx, ky)`` in k-space: readout first, phase encode second.
+
+Operators follow sigpy's ``Linop``: each has an input shape ``ishape`` and an output shape ``oshape``, a public
+:meth:`Linop.apply` that validates the input shape and delegates to ``_apply``, an adjoint ``.H``, and
+composition with ``*`` (``A * B`` applies ``B`` first). SENSE is ``Multiply(mask) * FFT2c * Coils(maps)``.
+All operate on complex ``torch`` tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal 2D FFT over the last two axes (image -> k-space)."""
+    dims = (-2, -1)
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims)
+
+
+def ifft2c(k: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal inverse 2D FFT over the last two axes (k-space -> image); the adjoint of :func:`fft2c`."""
+    dims = (-2, -1)
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims)
+
+
+def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """Root-sum-of-squares coil combination over ``dim`` (coils; ``(..., C, X, Y) -> (..., X, Y)`` by default)."""
+    return torch.sqrt((coil_images.real**2 + coil_images.imag**2).sum(dim))
+
+
+class Linop:
+    """A linear operator from tensors shaped ``ishape`` to tensors shaped ``oshape``."""
+
+    def __init__(self, ishape: Sequence[int], oshape: Sequence[int]) -> None:
+        self.ishape = tuple(int(n) for n in ishape)
+        self.oshape = tuple(int(n) for n in oshape)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the operator; the input must be shaped ``ishape``."""
+        if tuple(x.shape) != self.ishape:
+            raise ValueError(f"{type(self).__name__}: input shape {tuple(x.shape)} != expected {self.ishape}")
+        return self._apply(x)
+
+    __call__ = apply
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _adjoint(self) -> Linop:
+        raise NotImplementedError
+
+    @property
+    def H(self) -> Linop:  # noqa: N802 (the usual name of the adjoint)
+        """The adjoint operator, ``oshape -> ishape``."""
+        return self._adjoint()
+
+    def __mul__(self, other: Linop) -> Linop:
+        return Compose(self, other)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.ishape} -> {self.oshape})"
+
+
+class Compose(Linop):
+    """``outer * inner``: apply ``inner``, then ``outer``."""
+
+    def __init__(self, outer: Linop, inner: Linop) -> None:
+        if inner.oshape != outer.ishape:
+            raise ValueError(f"cannot compose {outer} after {inner}: shapes differ")
+        super().__init__(inner.ishape, outer.oshape)
+        self.outer = outer
+        self.inner = inner
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer.apply(self.inner.apply(x))
+
+    def _adjoint(self) -> Linop:
+        return Compose(self.inner.H, self.outer.H)
+
+
+class FFT2c(Linop):
+    """Centred orthonormal 2D FFT over the last two axes; unitary, so its adjoint is its inverse."""
+
+    def __init__(self, shape: Sequence[int], inverse: bool = False) -> None:
+        super().__init__(shape, shape)
+        self.inverse = inverse
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        return ifft2c(x) if self.inverse else fft2c(x)
+
+    def _adjoint(self) -> Linop:
+        return FFT2c(self.ishape, inverse=not self.inverse)
+
+
+class Multiply(Linop):
+    """Element-wise product with a fixed (broadcastable) tensor, e.g. a sampling mask; adjoint: the conjugate."""
+
+    def __init__(self, shape: Sequence[int], factor: torch.Tensor) -> None:
+        super().__init__(shape, shape)
+        torch.broadcast_shapes(tuple(factor.shape), self.ishape)
+        self.factor = factor
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def _adjoint(self) -> Linop:
+        factor = self.factor.conj() if self.factor.is_complex() else self.factor
+        return Multiply(self.ishape, factor)
+
+
+class Coils(Linop):
+    """Coil sensitivities: image ``(*batch, X, Y)`` -> coil images ``(*batch, C, X, Y)``, ``S_c * x``.
+
+    The adjoint combines coil images with the conjugate maps, ``sum_c conj(S_c) y_c``.
+    """
+
+    def __init__(self, maps: torch.Tensor, batch: Sequence[int] = ()) -> None:
+        if maps.ndim != 3:
+            raise ValueError(f"coil maps must be (C, X, Y), got shape {tuple(maps.shape)}")
+        batch = tuple(batch)
+        super().__init__((*batch, *maps.shape[1:]), (*batch, *maps.shape))
+        self.maps = maps
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(-3) * self.maps
+
+    def _adjoint(self) -> Linop:
+        return _CoilCombine(self)
+
+
+class _CoilCombine(Linop):
+    def __init__(self, coils: Coils) -> None:
+        super().__init__(coils.oshape, coils.ishape)
+        self.coils = coils
+
+    def _apply(self, y: torch.Tensor) -> torch.Tensor:
+        return (y * self.coils.maps.conj()).sum(-3)
+
+    def _adjoint(self) -> Linop:
+        return self.coils
+
+
+def sense_operator(maps: torch.Tensor, mask: torch.Tensor, batch: Sequence[int] = ()) -> Linop:
+    """``mask * FFT2c * Coils(maps)``: image ``(*batch, X, Y)`` -> masked k-space ``(*batch, C, X, Y)``.
+
+    ``mask`` must broadcast to ``(*batch, C, X, Y)`` (e.g. ``(T, 1, X, Y)`` for a k-t mask shared by the coils).
+    """
+    coils = Coils(maps, batch)
+    return Multiply(coils.oshape, mask.to(maps.dtype)) * FFT2c(coils.oshape) * coils

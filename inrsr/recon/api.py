@@ -1,0 +1,230 @@
+"""The ``recon`` pipeline: read k-space slice by slice, build the mask, reconstruct, score against a reference.
+
+:func:`reconstruct_file` is what the CLI calls; :func:`reconstruct_slice` works on arrays (benchmarks, notebooks).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..devices import resolve_device, seed_everything
+from ..errors import InputError
+from ..forward.kspace import ifft2c
+from ..io.kspace import KSpaceReader, read_mask
+from ..progress import Progress
+from . import masks as M
+from .coils import calibration_block, espirit_maps
+from .scoring import ranking_slices, score_cine
+from .config import ReconConfig
+from .solver import data_consistency, fit_slice, lowres_maps, zero_filled
+
+
+@dataclass
+class SliceResult:
+    image: np.ndarray  # (t, x, y) magnitude, in the input's intensity units
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReconResult:
+    magnitude: np.ndarray  # (x, y, slice, t) float32
+    slices: list[int]
+    report: dict
+
+
+def build_mask(
+    kspace: np.ndarray, config: ReconConfig, file_mask: np.ndarray | None, mask_name: str | None, name_accel: int | None
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The sampling mask ``(t, kx, ky)`` of one slice, the k-space restricted to it, and whether the input was
+    fully sampled (then the input is the reference)."""
+    nt, _, nx, ny = kspace.shape
+    measured = M.mask_from_data(kspace)
+    full = bool(measured.all())
+    if file_mask is not None:
+        mask = M.mask_from_file(file_mask, nx, ny, nt, mask_name or "mask")
+        if config.accel is not None:
+            _check_accel(mask, config.accel, f"the mask {mask_name}")
+    elif full:
+        if config.accel is None:
+            if config.method == "zerofill":
+                return measured, kspace, True
+            raise InputError("the k-space is fully sampled: give --accel R to undersample it, or --mask FILE")
+        mask = M.lines_to_mask(M.challenge_lines(ny, config.accel, config.acs), nx, nt)
+    else:
+        mask = measured
+        if config.accel is not None:
+            if name_accel is not None and name_accel != config.accel:
+                raise InputError(f"--accel {config.accel} disagrees with the data, undersampled at R = {name_accel}")
+            _check_accel(mask, config.accel, "the data's mask")
+    return mask, np.where(mask[:, None], kspace, 0).astype(np.complex64), full
+
+
+def _check_accel(mask: np.ndarray, accel: int, what: str) -> None:
+    step = M.regular_step(mask)
+    if step is not None and step != accel:
+        raise InputError(f"--accel {accel} disagrees with {what}, which samples every {step}th line")
+
+
+def coil_maps(kspace: np.ndarray, mask: np.ndarray, config: ReconConfig) -> tuple[np.ndarray, tuple[int, int]]:
+    """ESPIRiT maps ``(C, x, y)`` from the ACS region (ones for single-coil data) and the ACS lines used."""
+    nt, nc, nx, ny = kspace.shape
+    acs = M.detect_acs(mask)
+    if nc == 1:
+        return np.ones((1, nx, ny), np.complex64), acs
+    n_acs = acs[1] - acs[0]
+    if n_acs < 4:
+        raise InputError(
+            f"the mask has only {n_acs} fully sampled central ky lines; coil maps need an autocalibration region"
+        )
+    width_x = min(nx, max(24, int(round(n_acs * nx / ny))))
+    calib = calibration_block(kspace, mask, acs, width_x)
+    maps, _ = espirit_maps(calib, (nx, ny), kernel=config.espirit_kernel, threshold=config.espirit_threshold)
+    return maps, acs
+
+
+def reconstruct_slice(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    config: ReconConfig,
+    slice_index: int = 0,
+    device: torch.device | None = None,
+) -> SliceResult:
+    """Reconstruct one slice. ``kspace (t, C, kx, ky)`` complex (zero where unsampled), ``mask (t, kx, ky)``."""
+    device = device or resolve_device(config.device)
+    start = time.perf_counter()
+    kspace = np.where(mask[:, None], kspace, 0).astype(np.complex64)
+    k = torch.from_numpy(kspace).to(device)
+    zf = zero_filled(k)
+    scale = float(zf.max())
+    if not scale > 0:
+        raise InputError(f"slice {slice_index}: the sampled k-space is all zeros")
+    info: dict = {
+        "nominal_accel": M.nominal_accel(mask),
+        "effective_accel": M.effective_accel(mask),
+        "acs_lines": int(np.subtract(*M.detect_acs(mask)[::-1])),
+    }
+    if config.method == "zerofill":
+        info["seconds"] = time.perf_counter() - start
+        return SliceResult(zf.cpu().numpy(), info)
+
+    maps_np, acs = coil_maps(kspace, mask, config)
+    k = k / scale
+    mask_t = torch.from_numpy(mask).to(device)
+    maps = torch.from_numpy(maps_np).to(device)
+    if config.coils == "joint" and kspace.shape[1] > 1:
+        maps = lowres_maps(k, mask_t, acs)
+    rng = np.random.default_rng([config.seed, slice_index])
+    train, hold = M.holdout_split(mask, acs, config.holdout, rng)
+    generator = seed_everything(config.seed * 1009 + slice_index)
+    with Progress(config.steps, f"slice {slice_index}", quiet=config.quiet) as progress:
+        fit = fit_slice(
+            k,
+            torch.from_numpy(train).to(device),
+            torch.from_numpy(hold).to(device),
+            maps,
+            config.fit_settings(),
+            generator=generator,
+            progress=progress,
+        )
+    with torch.no_grad():
+        if config.dc:
+            image = data_consistency(fit.image, fit.maps, k, mask_t)
+        else:
+            image = fit.image
+    info.update(
+        {
+            "steps_run": fit.steps_run,
+            "best_step": fit.best_step,
+            "best_holdout_nmse": min(fit.history["holdout"]) if hold.any() else None,
+            "holdout_lines": int(M.sampled_lines(hold).sum()),
+            "fit_seconds": fit.seconds,
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    return SliceResult((image.abs() * scale).cpu().numpy(), info)
+
+
+def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
+    """Reconstruct the selected slices of a k-space file; score them when a fully sampled reference exists."""
+    config.validate()
+    device = resolve_device(config.device)
+    file_mask, mask_name = (None, None)
+    if config.mask is not None:
+        file_mask, mask_name = read_mask(config.mask)
+    started = time.perf_counter()
+    with KSpaceReader(path, config.key) as reader:
+        info = reader.info
+        slices = _select_slices(config.slices, info.n_slices)
+        ref_reader = KSpaceReader(config.ref, config.ref_key) if config.ref else None
+        try:
+            if ref_reader is not None:
+                r = ref_reader.info
+                if (r.nx, r.ny, r.n_coils, r.n_slices, r.n_frames) != (
+                    info.nx, info.ny, info.n_coils, info.n_slices, info.n_frames
+                ):
+                    raise InputError(f"{config.ref}: reference k-space shape differs from {path}")
+            images, per_slice = [], []
+            for s in slices:
+                kspace = reader.read_slice(s)
+                mask, kus, full = build_mask(kspace, config, file_mask, mask_name, info.name_accel)
+                reference = kspace if full else (ref_reader.read_slice(s) if ref_reader is not None else None)
+                result = reconstruct_slice(kus, mask, config, s, device)
+                entry = {"slice": s, **result.info}
+                if reference is not None:
+                    gt = zero_filled(torch.from_numpy(reference)).numpy()
+                    zf = zero_filled(torch.from_numpy(kus)).numpy()
+                    entry["metrics"] = {
+                        "inrsr" if config.method == "inr" else "zerofill": _scores(gt, result.image),
+                        **({"zerofill": _scores(gt, zf)} if config.method == "inr" else {}),
+                    }
+                per_slice.append(entry)
+                images.append(result.image)
+        finally:
+            if ref_reader is not None:
+                ref_reader.__exit__()
+    magnitude = np.stack([im.transpose(1, 2, 0) for im in images], axis=2).astype(np.float32)
+    report = {
+        "input": {**asdict(info), "name_accel": info.name_accel},
+        "settings": asdict(config),
+        "device": str(device),
+        "slices": per_slice,
+        "summary": _summary(per_slice, info.n_slices),
+        "seconds": time.perf_counter() - started,
+    }
+    return ReconResult(magnitude, slices, report)
+
+
+def _scores(gt: np.ndarray, pred: np.ndarray) -> dict:
+    return {"full": score_cine(gt, pred), "crop": score_cine(gt, pred, crop=True)}
+
+
+def _summary(per_slice: list[dict], n_slices: int) -> dict:
+    out: dict = {}
+    scored = [e for e in per_slice if "metrics" in e]
+    if not scored:
+        return out
+    ranking = set(ranking_slices(n_slices))
+    for method in scored[0]["metrics"]:
+        for region in ("full", "crop"):
+            for metric in ("psnr", "ssim", "nmse"):
+                vals = [e["metrics"][method][region][metric] for e in scored]
+                out.setdefault(method, {}).setdefault(region, {})[metric] = float(np.mean(vals))
+        rank = [e for e in scored if e["slice"] in ranking]
+        if len(rank) == len(ranking):
+            out[method]["challenge"] = {
+                m: float(np.mean([e["metrics"][method]["crop"][m] for e in rank])) for m in ("psnr", "ssim", "nmse")
+            }
+    return out
+
+
+def _select_slices(slices: list[int] | None, n: int) -> list[int]:
+    if not slices:
+        return list(range(n))
+    bad = [s for s in slices if not 0 <= s < n]
+    if bad:
+        raise InputError(f"--slices {','.join(map(str, slices))}: the file has slices 0..{n - 1}")
+    return list(dict.fromkeys(slices))

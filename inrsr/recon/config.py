@@ -1,0 +1,77 @@
+"""The settings of ``recon`` in one dataclass: the CLI reads its defaults from here (no heavy imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .solver import FitSettings
+
+
+@dataclass
+class ReconConfig:
+    """Every setting of ``recon``; the CLI reads its defaults from here."""
+
+    method: str = "inr"  # inr | zerofill
+    key: str | None = None
+    slices: list[int] | None = None
+    accel: int | None = None
+    acs: int = 24
+    mask: str | None = None
+    ref: str | None = None
+    ref_key: str | None = None
+    encoding: str = "hash"  # hash | fourier
+    coils: str = "espirit"  # espirit | joint
+    loss: str = "l2"  # l2 | huber
+    tv_space: float = 0.002
+    tv_time: float = 0.004
+    dc: bool = True
+    steps: int = 300
+    lr: float = 1e-2
+    holdout: float = 0.05
+    patience: int = 60
+    n_levels: int = 16
+    features_per_level: int = 2
+    hidden: int = 64
+    n_hidden_layers: int = 1
+    espirit_kernel: int = 6
+    espirit_threshold: float = 0.02
+    device: str = "auto"
+    seed: int = 0
+    quiet: bool = False
+
+    def validate(self) -> None:
+        choices = {"method": ("inr", "zerofill"), "encoding": ("hash", "fourier"), "coils": ("espirit", "joint"),
+                   "loss": ("l2", "huber")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.accel is not None and self.accel < 1:
+            raise InputError(f"--accel must be >= 1, got {self.accel}")
+        if self.steps < 1:
+            raise InputError(f"--steps must be >= 1, got {self.steps}")
+        if not 0 <= self.holdout < 0.5:
+            raise InputError(f"--holdout must be in [0, 0.5), got {self.holdout}")
+        if self.tv_space < 0 or self.tv_time < 0:
+            raise InputError("--tv-space and --tv-time must be >= 0")
+
+    def fit_settings(self) -> FitSettings:
+        from .solver import FitSettings
+
+        return FitSettings(
+            encoding=self.encoding,
+            n_levels=self.n_levels,
+            features_per_level=self.features_per_level,
+            hidden=self.hidden,
+            n_hidden_layers=self.n_hidden_layers,
+            loss=self.loss,
+            tv_space=self.tv_space,
+            tv_time=self.tv_time,
+            steps=self.steps,
+            lr=self.lr,
+            patience=self.patience,
+            joint_coils=self.coils == "joint",
+        )

@@ -1,0 +1,179 @@
+"""The continuous models of one cine slice: a complex image field over ``(x, y, t)`` and a coil-map field.
+
+Coordinates are normalised to ``[-1, 1]`` per axis with the first and last pixel (frame) centres at the ends,
+the convention of :class:`~inrsr.encodings.HashGridEncoding`. Training evaluates the field at every pixel of every
+frame, always the same points: there a hash grid's features are the multilinear upsampling of each level's vertex
+grid, which :func:`grid_features` computes separably with matrix products (same numbers as the encoding; other
+encodings are evaluated point by point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..encodings import FourierEncoding, HashGridEncoding
+from ..fields import Field
+
+
+def grid_coords(shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(*shape, len(shape))`` coordinates of a pixel grid in ``[-1, 1]`` (end pixels at -1 and 1)."""
+    axes = [torch.linspace(-1, 1, n, device=device) if n > 1 else torch.zeros(1, device=device) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def interpolation_matrix(n: int, r: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(n, r)``: linear interpolation from ``r`` grid vertices to ``n`` pixels, both spanning ``[-1, 1]`` with
+    the end vertices on the end pixels (the hash grid's convention)."""
+    u = torch.linspace(-1, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    pos = (u + 1) * 0.5 * (r - 1)
+    i0 = pos.floor().long().clamp(0, max(r - 2, 0))
+    frac = pos - i0
+    w = torch.zeros(n, r, dtype=torch.float64)
+    w[torch.arange(n), i0] = 1 - frac
+    if r > 1:
+        w[torch.arange(n), i0 + 1] += frac
+    return w.float().to(device)
+
+
+def grid_features(
+    encoding: nn.Module, shape: Sequence[int], order: Sequence[int] | None = None, chunk: int = 1 << 18
+) -> torch.Tensor:
+    """The encoding at every point of a pixel grid, channels first: ``(out_dim, *[shape[a] for a in order])``.
+
+    ``shape`` is in the encoding's coordinate order; ``order`` (default: as is) permutes the output axes.
+    For a hash grid each level's vertex grid (:meth:`HashGridEncoding.level_grids`) is resampled separably, one
+    matrix product per axis (multilinear interpolation is separable): the same values as the encoding at those
+    points, with a backward pass made of matrix products too (several times faster on a CPU than
+    ``interpolate``'s).
+    """
+    shape = tuple(int(n) for n in shape)
+    d = len(shape)
+    order = tuple(range(d)) if order is None else tuple(order)
+    out_shape = [shape[a] for a in order]
+    if isinstance(encoding, HashGridEncoding):
+        levels = []
+        for g in encoding.level_grids():  # (1, F, *resolution), axes in coordinate order
+            grid = g[0].permute(0, *[a + 1 for a in order])  # (F, r_order...)
+            # One matrix product per axis: tensordot contracts the first grid axis and appends the new one, so
+            # after d steps the result is (F, *out_shape) with no final transpose.
+            for k in range(d):
+                w = interpolation_matrix(out_shape[k], int(grid.shape[1]), grid.device)
+                grid = torch.tensordot(grid, w, dims=([1], [1]))
+            levels.append(grid)
+        return torch.cat(levels, dim=0)
+    coords = grid_coords(shape, device=next(encoding.parameters(), torch.empty(0)).device)
+    coords = coords.permute(*order, d).reshape(-1, d)
+    out = torch.cat([encoding(c) for c in coords.split(chunk)], dim=0)  # (N, D)
+    return out.T.reshape(-1, *out_shape)
+
+
+def head_channels_first(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply an MLP of ``Linear`` and ``ReLU`` layers to channels-first features ``(D, *grid)`` -> ``(out, *grid)``
+    without moving the channels last (one matrix product per layer)."""
+    grid = x.shape[1:]
+    h = x.reshape(x.shape[0], -1)
+    for layer in mlp.net:
+        if isinstance(layer, nn.Linear):
+            h = torch.addmm(layer.bias[:, None], layer.weight, h)
+        elif isinstance(layer, nn.ReLU):
+            h = torch.relu(h)
+        else:
+            raise TypeError(f"unsupported layer {type(layer).__name__}")
+    return h.reshape(h.shape[0], *grid)
+
+
+def hash_encoding(
+    shape: Sequence[int],
+    n_levels: int = 16,
+    features_per_level: int = 2,
+    base_resolution: Sequence[int] | int = 16,
+) -> HashGridEncoding:
+    """A hash grid whose finest level matches the pixel grid ``shape`` and whose levels are all dense (no hash
+    collisions)."""
+    finest = np.asarray(shape, dtype=np.int64)
+    base = np.minimum(np.broadcast_to(np.asarray(base_resolution), finest.shape), finest).clip(min=2)
+    finest = np.maximum(finest, 2)
+    log2_table = int(np.ceil(np.log2(max(int(np.prod(finest)), 2))))
+    return HashGridEncoding(
+        in_dim=len(shape),
+        n_levels=n_levels,
+        features_per_level=features_per_level,
+        log2_table_size=log2_table,
+        base_resolution=[int(b) for b in base],
+        finest_resolution=[int(f) for f in finest],
+    )
+
+
+class CineField(nn.Module):
+    """A complex image field over ``(x, y, t)``; :meth:`render` gives the ``(t, x, y)`` complex cine."""
+
+    def __init__(
+        self,
+        shape_xyt: Sequence[int],
+        encoding: str = "hash",
+        n_levels: int = 16,
+        features_per_level: int = 2,
+        base_resolution: Sequence[int] = (16, 16, 4),
+        fourier_frequencies: int = 128,
+        fourier_sigma: float = 0.08,
+        hidden: int = 64,
+        n_hidden_layers: int = 2,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.shape_xyt = tuple(int(n) for n in shape_xyt)
+        if encoding == "hash":
+            enc: nn.Module = hash_encoding(self.shape_xyt, n_levels, features_per_level, base_resolution)
+        elif encoding == "fourier":
+            # sigma in cycles per pixel (per frame along t).
+            half = [max(n - 1, 1) / 2 for n in self.shape_xyt]
+            enc = FourierEncoding(3, fourier_frequencies, fourier_sigma, half_extent_mm=half, generator=generator)
+        else:
+            raise ValueError(f"unknown encoding {encoding!r}")
+        self.field = Field(enc, out_dim=2, hidden=hidden, n_hidden_layers=n_hidden_layers)
+
+    def render(self) -> torch.Tensor:
+        """The cine on its pixel grid, complex ``(t, x, y)``."""
+        feats = grid_features(self.field.encoding, self.shape_xyt, order=(2, 0, 1))  # (D, t, x, y)
+        out = head_channels_first(self.field.head, feats)  # (2, t, x, y)
+        return torch.complex(out[0].float(), out[1].float())
+
+
+class CoilField(nn.Module):
+    """Coil sensitivities as a small field over ``(x, y)``: ``(C, x, y)`` complex with unit root-sum-of-squares."""
+
+    def __init__(
+        self,
+        shape_xy: Sequence[int],
+        n_coils: int,
+        n_levels: int = 4,
+        features_per_level: int = 8,
+        finest: int = 32,
+        hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        self.shape_xy = tuple(int(n) for n in shape_xy)
+        self.n_coils = n_coils
+        finest_xy = [min(finest, n) for n in self.shape_xy]
+        enc = hash_encoding(finest_xy, n_levels, features_per_level, base_resolution=4)
+        self.field = Field(enc, out_dim=2 * n_coils, hidden=hidden, n_hidden_layers=1)
+
+    def maps(self) -> torch.Tensor:
+        out = head_channels_first(self.field.head, grid_features(self.field.encoding, self.shape_xy))  # (2C, x, y)
+        c = torch.complex(out[: self.n_coils].float(), out[self.n_coils :].float())
+        return c / torch.sqrt((c.real**2 + c.imag**2).sum(0, keepdim=True) + 1e-12)
+
+    @torch.no_grad()
+    def fit_to(self, maps: torch.Tensor, steps: int = 200, lr: float = 1e-2) -> None:
+        """Initialise the field to given maps (e.g. from the low-resolution ACS images)."""
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        for _ in range(steps):
+            with torch.enable_grad():
+                opt.zero_grad()
+                loss = (self.maps() - maps).abs().pow(2).mean()
+                loss.backward()
+            opt.step()

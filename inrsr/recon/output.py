@@ -1,0 +1,81 @@
+"""Writing what ``recon`` produced: the magnitude NIfTI, the challenge ``.mat``, the JSON report, a printed table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..io.kspace import write_mat73
+from ..io.nifti import atomic_path, save_volume
+from .api import ReconResult
+
+
+def write_outputs(
+    result: ReconResult,
+    output: Path,
+    spacing_mm: tuple[float, float, float],
+    save_mat: Path | None = None,
+    report: Path | None = None,
+) -> None:
+    """Write the NIfTI ``(x, y, slice, t)`` (axes: readout, phase encode; spacing in mm), and optionally
+    ``img4ranking`` (single) to a v7.3 ``.mat`` and the report; every file atomically."""
+    affine = np.diag([*spacing_mm, 1.0])
+    save_volume(output, result.magnitude, affine)
+    if save_mat is not None:
+        write_mat73(save_mat, {"img4ranking": result.magnitude.astype(np.float32)})
+    if report is not None:
+        rep = {**result.report, "outputs": {"nifti": str(output), "mat": str(save_mat) if save_mat else None},
+               "spacing_mm": list(spacing_mm)}
+        with atomic_path(report) as tmp:
+            tmp.write_text(json.dumps(rep, indent=2, default=_jsonable))
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def print_summary(result: ReconResult, output: Path) -> None:
+    """A table per slice: sampling, stopping step, time and, with a reference, the CMRxRecon 2023 metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    rep = result.report
+    info = rep["input"]
+    console.print(
+        f"{info['path']}: {info['key']} ({info['nx']} kx x {info['ny']} ky, {info['n_coils']} coils, "
+        f"{info['n_slices']} slices, {info['n_frames']} frames, MATLAB v{info['version']})",
+        highlight=False, markup=False, soft_wrap=True,
+    )
+    table = Table()
+    for col in ("slice", "R nominal", "R effective", "best step", "time (s)"):
+        table.add_column(col, justify="right")
+    methods = []
+    if rep["slices"] and "metrics" in rep["slices"][0]:
+        methods = list(rep["slices"][0]["metrics"])
+        for m in methods:
+            table.add_column(f"{m} PSNR crop / full", justify="right")
+            table.add_column(f"{m} SSIM crop", justify="right")
+            table.add_column(f"{m} NMSE crop", justify="right")
+    for e in rep["slices"]:
+        nominal = f"{e['nominal_accel']:.1f}" if e.get("nominal_accel") else "-"
+        row = [str(e["slice"]), nominal, f"{e['effective_accel']:.2f}",
+               f"{e['best_step']}/{e['steps_run']}" if "best_step" in e else "-", f"{e['seconds']:.1f}"]
+        for m in methods:
+            s = e["metrics"][m]
+            row += [f"{s['crop']['psnr']:.2f} / {s['full']['psnr']:.2f}", f"{s['crop']['ssim']:.4f}",
+                    f"{s['crop']['nmse']:.4f}"]
+        table.add_row(*row)
+    console.print(table)
+    for m, s in rep.get("summary", {}).items():
+        line = f"{m}: mean crop PSNR {s['crop']['psnr']:.2f} dB, SSIM {s['crop']['ssim']:.4f}"
+        if "challenge" in s:
+            line += f"; challenge (central 2 slices) PSNR {s['challenge']['psnr']:.2f} dB"
+        console.print(line, highlight=False, markup=False)
+    console.print(f"wrote {output}", highlight=False, markup=False)

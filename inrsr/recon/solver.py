@@ -1,0 +1,193 @@
+"""Fitting one cine slice: the INR image (and optionally the coil maps) trained on the sampled k-space.
+
+Loss, with ``A = mask * FFT2c * Coils(S)`` and ``N`` the number of pixels of the cine::
+
+    (1 / N) sum rho(A x - y)  +  tv_space * mean |grad_xy x|  +  tv_time * mean |d_t x|
+
+with ``rho`` the squared magnitude (L2) or a Huber function of the real and imaginary parts. A random share of
+the sampled lines outside the ACS is held out of the loss; every step reports the relative error on them, and
+the image at the step with the lowest held-out error is kept (training stops once it has not improved for
+``patience`` steps). The final hard data-consistency step puts every measured sample back, held-out ones included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..forward.kspace import fft2c, ifft2c, rss
+from ..progress import Progress
+from .model import CineField, CoilField
+
+
+@dataclass
+class FitSettings:
+    """Optimisation settings of one slice (the defaults live in :class:`inrsr.recon.api.ReconConfig`)."""
+
+    encoding: str = "hash"
+    n_levels: int = 16
+    features_per_level: int = 2
+    hidden: int = 64
+    n_hidden_layers: int = 1
+    loss: str = "l2"
+    huber_delta: float = 0.01
+    tv_space: float = 0.002
+    tv_time: float = 0.004
+    steps: int = 300
+    lr: float = 1e-2
+    lr_final: float = 1e-3
+    patience: int = 60
+    joint_coils: bool = False
+
+
+@dataclass
+class FitResult:
+    image: torch.Tensor  # (t, x, y) complex, best held-out step (before data consistency)
+    maps: torch.Tensor  # (C, x, y) complex, the maps used (learned ones with joint coils)
+    best_step: int
+    steps_run: int
+    seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def zero_filled(kspace: torch.Tensor) -> torch.Tensor:
+    """Root-sum-of-squares of the zero-filled coil images: ``(t, C, kx, ky)`` -> ``(t, x, y)`` magnitude."""
+    return rss(ifft2c(kspace), dim=1)
+
+
+def data_consistency(image: torch.Tensor, maps: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hard data consistency: measured samples replace predicted ones, then conj(S) coil combination.
+
+    ``image (t, x, y)``, ``maps (C, x, y)``, ``kspace (t, C, kx, ky)``, ``mask (t, kx, ky)`` -> ``(t, x, y)``.
+    """
+    pred = fft2c(image[:, None] * maps)
+    pred = torch.where(mask[:, None], kspace, pred)
+    return (ifft2c(pred) * maps.conj()).sum(1)
+
+
+def _tv(x: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
+    d = torch.diff(x, dim=dim)
+    return torch.sqrt(d.real**2 + d.imag**2 + eps).mean()
+
+
+def fit_slice(
+    kspace: torch.Tensor,
+    train_mask: torch.Tensor,
+    holdout_mask: torch.Tensor,
+    maps: torch.Tensor,
+    settings: FitSettings,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> FitResult:
+    """Train an image field (and coil field when ``settings.joint_coils``) on one slice.
+
+    ``kspace (t, C, kx, ky)`` normalised; masks ``(t, kx, ky)`` bool; ``maps (C, x, y)`` (the initial maps with
+    joint coils). ``on_step(step, image)`` is called with each step's image (diagnostics and tests).
+    """
+    start = time.perf_counter()
+    nt, nc, nx, ny = kspace.shape
+    device = kspace.device
+    model = CineField(
+        (nx, ny, nt),
+        encoding=settings.encoding,
+        n_levels=settings.n_levels,
+        features_per_level=settings.features_per_level,
+        hidden=settings.hidden,
+        n_hidden_layers=settings.n_hidden_layers,
+        generator=generator,
+    ).to(device)
+    params = list(model.parameters())
+    coil_field = None
+    if settings.joint_coils and nc > 1:
+        coil_field = CoilField((nx, ny), nc).to(device)
+        coil_field.fit_to(maps)
+        params += list(coil_field.parameters())
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    gamma = (settings.lr_final / settings.lr) ** (1 / max(settings.steps - 1, 1))
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+
+    expand = (nt, nc, nx, ny)
+    train_idx = torch.nonzero(train_mask[:, None].expand(expand).reshape(-1)).squeeze(1)
+    hold_idx = torch.nonzero(holdout_mask[:, None].expand(expand).reshape(-1)).squeeze(1)
+    flat = kspace.reshape(-1)
+    y_train, y_hold = flat[train_idx], flat[hold_idx]
+    hold_norm = float((y_hold.abs() ** 2).sum()) if len(hold_idx) else 1.0
+    n_pix = nt * nx * ny
+
+    best = (float("inf"), -1, None, None)
+    history: dict[str, list[float]] = {"loss": [], "holdout": []}
+    step = 0
+    for step in range(settings.steps):
+        opt.zero_grad(set_to_none=True)
+        image = model.render()  # (t, x, y)
+        s = coil_field.maps() if coil_field is not None else maps
+        pred = fft2c(image[:, None] * s).reshape(-1)
+        p_train = pred[train_idx]
+        if settings.loss == "huber":
+            dc = F.huber_loss(
+                torch.view_as_real(p_train), torch.view_as_real(y_train), delta=settings.huber_delta, reduction="sum"
+            ) * (2 / n_pix)
+        else:
+            r = p_train - y_train
+            dc = (r.real**2 + r.imag**2).sum() / n_pix
+        loss = dc
+        if settings.tv_space > 0:
+            loss = loss + settings.tv_space * (_tv(image, 1) + _tv(image, 2))
+        if settings.tv_time > 0 and nt > 1:
+            loss = loss + settings.tv_time * _tv(image, 0)
+        with torch.no_grad():
+            if len(hold_idx):
+                rh = pred[hold_idx] - y_hold
+                hold = float((rh.real**2 + rh.imag**2).sum()) / hold_norm
+            else:
+                hold = -float(step)  # nothing held out: keep the last step
+        if on_step is not None:
+            on_step(step, image.detach())
+        if hold < best[0]:
+            best = (hold, step, image.detach().clone(), s.detach().clone())
+        history["loss"].append(float(loss.detach()))
+        history["holdout"].append(hold if len(hold_idx) else float("nan"))
+        if progress is not None:
+            progress.update(1, loss=float(loss.detach()), holdout=hold if len(hold_idx) else float("nan"))
+        if step - best[1] > settings.patience:
+            break
+        loss.backward()
+        opt.step()
+        sched.step()
+    _, best_step, image, used_maps = best
+    assert image is not None and used_maps is not None
+    return FitResult(
+        image=image,
+        maps=used_maps,
+        best_step=best_step,
+        steps_run=step + 1,
+        seconds=time.perf_counter() - start,
+        history=history,
+    )
+
+
+def lowres_maps(kspace: torch.Tensor, mask: torch.Tensor, acs: tuple[int, int]) -> torch.Tensor:
+    """Smooth coil maps from the ACS lines alone (a Hann window over ky), unit RSS: ``(C, x, y)``.
+
+    Used to start the learned coil field with ``--coils joint``.
+    """
+    nt, nc, nx, ny = kspace.shape
+    m = mask[:, None].to(kspace.dtype)
+    avg = (kspace * m).sum(0) / m.sum(0).clamp_min(1)
+    window = torch.zeros(ny, dtype=torch.float32, device=kspace.device)
+    n = acs[1] - acs[0]
+    if n > 0:
+        window[acs[0] : acs[1]] = torch.hann_window(n + 2, periodic=False, device=kspace.device)[1:-1]
+    wx = torch.hann_window(nx + 2, periodic=False, device=kspace.device)[1:-1]
+    coil = ifft2c(avg * window * wx[:, None])
+    return coil / torch.sqrt((coil.abs() ** 2).sum(0, keepdim=True) + 1e-12 * float(coil.abs().max() ** 2 + 1e-30))
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
