@@ -1,0 +1,73 @@
+"""The k-space forward operators: FFT convention, adjointness and linearity (as sigpy tests its Linops)."""
+
+import numpy as np
+import pytest
+import torch
+
+from inrsr.forward.kspace import Coils, FFT2c, Multiply, fft2c, ifft2c, rss, sense_operator
+
+
+def _rand(shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.complex(
+        torch.randn(shape, generator=g, dtype=torch.float64),
+        torch.randn(shape, generator=g, dtype=torch.float64),
+    )
+
+
+def _inner(a, b):
+    return torch.sum(a * b.conj())
+
+
+def test_fft_convention_matches_numpy_centred_orthonormal():
+    x = _rand((3, 8, 6))
+    ref = np.fft.fftshift(
+        np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
+    np.testing.assert_allclose(fft2c(x).numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(ifft2c(fft2c(x)).numpy(), x.numpy(), atol=1e-12)
+
+
+def test_centre_of_kspace_is_the_dc_term():
+    x = torch.ones(1, 8, 6, dtype=torch.complex128)
+    k = fft2c(x)
+    assert abs(k[0, 4, 3]) == pytest.approx(np.sqrt(48))
+    assert float(k.abs().sum()) == pytest.approx(np.sqrt(48))
+
+
+@pytest.mark.parametrize("odd", [False, True])
+def test_operators_are_adjoint_and_linear(odd):
+    t, c, nx, ny = 2, 3, 8 + odd, 6 + odd
+    maps = _rand((c, nx, ny), 1)
+    mask = torch.rand(t, 1, nx, ny, generator=torch.Generator().manual_seed(2)) > 0.5
+    ops = [
+        FFT2c((t, c, nx, ny)),
+        FFT2c((t, c, nx, ny)).H,
+        Coils(maps, (t,)),
+        Multiply((t, c, nx, ny), mask.to(torch.complex128)),
+        Multiply((t, nx, ny), _rand((nx, ny), 3)),
+        sense_operator(maps, mask, (t,)),
+    ]
+    for op in ops:
+        x, y = _rand(op.ishape, 4), _rand(op.oshape, 5)
+        lhs, rhs = _inner(op(x), y), _inner(x, op.H(y))
+        assert torch.allclose(lhs, rhs, rtol=1e-10, atol=1e-10), op
+        x2 = _rand(op.ishape, 6)
+        a, b = 0.3 - 1.2j, 2.0 + 0.5j
+        assert torch.allclose(op(a * x + b * x2), a * op(x) + b * op(x2), atol=1e-10), op
+        assert op.H.H.ishape == op.ishape
+
+
+def test_shape_errors_name_the_operator():
+    op = Coils(_rand((3, 8, 6)), (2,))
+    with pytest.raises(ValueError, match="Coils"):
+        op(_rand((2, 8, 7)))
+    with pytest.raises(ValueError, match="compose"):
+        FFT2c((2, 8, 6)) * op
+
+
+def test_rss_of_unit_maps_returns_the_image_magnitude():
+    maps = _rand((4, 8, 6))
+    maps = maps / rss(maps, dim=0)
+    x = _rand((2, 8, 6))
+    torch.testing.assert_close(rss(Coils(maps, (2,))(x)), x.abs())

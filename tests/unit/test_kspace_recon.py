@@ -1,0 +1,168 @@
+"""Masks, ESPIRiT, CMRxRecon scoring, the grid evaluation of fields, and the INR reconstruction itself."""
+
+import numpy as np
+import pytest
+import torch
+from kspace_synth import cine_kspace
+
+from inrsr.encodings import FourierEncoding, HashGridEncoding
+from inrsr.errors import InputError
+from inrsr.recon import masks as M
+from inrsr.recon.api import ReconConfig, build_mask, reconstruct_slice
+from inrsr.recon.coils import calibration_block, espirit_maps
+from inrsr.recon.model import grid_coords, grid_features, hash_encoding
+from inrsr.recon.scoring import crop_box, ranking_slices, score_cine, score_image
+from inrsr.recon.solver import FitSettings, fit_slice, zero_filled
+
+NX, NY, NT, NC = 48, 40, 8, 4
+
+
+@pytest.fixture(scope="module")
+def cine():
+    return cine_kspace(NX, NY, NT, NC, noise=0.002, seed=0)
+
+
+def test_challenge_mask_rule():
+    lines = M.challenge_lines(246, 8)
+    start, stop = M.acs_range(246, 24)
+    assert (start, stop) == (111, 135) and lines[start:stop].all()
+    assert lines[0] and lines[8] and not lines[1]
+    mask = M.lines_to_mask(lines, 512, 12)
+    assert mask.shape == (12, 512, 246)
+    assert 4.5 < M.effective_accel(mask) < 5.0  # "8x" is about 4.7x effective
+    assert M.detect_acs(mask) == (start, stop)
+    assert M.regular_step(mask) == 8 and M.nominal_accel(mask) == 8.0
+
+
+def test_holdout_split_leaves_acs_and_is_disjoint():
+    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 8), NX, NT)
+    acs = M.detect_acs(mask)
+    train, hold = M.holdout_split(mask, acs, 0.1, np.random.default_rng(0))
+    assert not (train & hold).any() and ((train | hold) == mask).all()
+    assert hold.any() and not hold[:, :, acs[0] : acs[1]].any()
+    held_lines = M.sampled_lines(hold)
+    assert (hold.sum(axis=1)[held_lines] == NX).all()  # whole lines
+
+
+def test_espirit_recovers_smooth_coil_maps(cine):
+    k, img, maps = cine
+    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 12), NX, NT)
+    est, eig = espirit_maps(calibration_block(k, mask, M.detect_acs(mask), 24), (NX, NY))
+    np.testing.assert_allclose(np.sqrt((np.abs(est) ** 2).sum(0)), 1, atol=1e-5)
+    truth = maps / np.sqrt((np.abs(maps) ** 2).sum(0))
+    obj = np.abs(img).mean(0) > 0.1
+    inner = np.abs((est * truth.conj()).sum(0))  # equal up to a phase per pixel
+    assert inner[obj].min() > 0.98
+
+
+def test_scoring_follows_skimage_with_max_normalisation():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((20, 30)) * 5
+    pred = gt + 0.3 * rng.random((20, 30))
+    s = score_image(gt, pred)
+    g, p = gt / gt.max(), pred / pred.max()
+    assert s["psnr"] == pytest.approx(peak_signal_noise_ratio(g, p, data_range=1.0))
+    assert s["ssim"] == pytest.approx(structural_similarity(g, p, data_range=1.0))
+    assert s["nmse"] == pytest.approx(np.sum((g - p) ** 2) / np.sum(g**2))
+    assert score_image(gt, 3 * gt)["nmse"] == pytest.approx(0)  # scale-free
+    sx, sy = crop_box(512, 246)
+    assert (sx.stop - sx.start, sy.stop - sy.start) == (171, 123)
+    assert ranking_slices(10) == [4, 5] and ranking_slices(1) == [0]
+    cine_gt = rng.random((5, 30, 24))
+    assert score_cine(cine_gt, cine_gt + 0.01, crop=True)["psnr"] > 30
+
+
+@pytest.mark.parametrize("order", [None, (2, 0, 1)])
+def test_grid_features_equal_the_encoding(order):
+    shape = (11, 9, 5)
+    torch.manual_seed(0)
+    for enc in (
+        hash_encoding(shape, 5, 2, 3),
+        HashGridEncoding(3, 5, 2, 6, 3, (15, 13, 6)),
+        FourierEncoding(3, 8, 1.0),
+    ):
+        for p in enc.parameters():
+            p.data.normal_()
+        got = grid_features(enc, shape, order)
+        ref = enc(grid_coords(shape).reshape(-1, 3)).reshape(*shape, -1)
+        ref = ref.permute(3, *(order or (0, 1, 2)))
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_build_mask_checks_accel_and_shapes(cine):
+    k, _, _ = cine
+    cfg = ReconConfig(accel=4, acs=8)
+    mask, kus, full = build_mask(k, cfg, None, None, None)
+    assert full and M.regular_step(mask) == 4
+    mask2, _, full2 = build_mask(kus, ReconConfig(), None, None, None)
+    assert not full2 and (mask2 == mask).all()
+    with pytest.raises(InputError, match="disagrees"):
+        build_mask(kus, ReconConfig(accel=8), None, None, None)
+    with pytest.raises(InputError, match="disagrees"):
+        build_mask(kus, ReconConfig(accel=4), None, None, 8)
+    with pytest.raises(InputError, match="fully sampled"):
+        build_mask(k, ReconConfig(), None, None, None)
+
+
+def _psnr(gt, pred):
+    return score_cine(gt, pred)["psnr"]
+
+
+@pytest.mark.parametrize("accel", [4, 8])
+def test_recon_beats_zero_filling(cine, accel):
+    k, _, _ = cine
+    gt = zero_filled(torch.from_numpy(k)).numpy()
+    mask = M.lines_to_mask(M.challenge_lines(NY, accel, 8), NX, NT)
+    kus = np.where(mask[:, None], k, 0)
+    res = reconstruct_slice(kus, mask, ReconConfig(steps=150, quiet=True, device="cpu"))
+    zf = zero_filled(torch.from_numpy(kus)).numpy()
+    gain = _psnr(gt, res.image) - _psnr(gt, zf)
+    assert gain > (4.0 if accel == 4 else 3.0), gain
+    assert res.info["nominal_accel"] == accel and res.info["holdout_lines"] >= 1
+
+
+def test_joint_coils_and_single_coil(cine):
+    k, _, _ = cine
+    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 8), NX, NT)
+    kus = np.where(mask[:, None], k, 0)
+    gt = zero_filled(torch.from_numpy(k)).numpy()
+    zf = zero_filled(torch.from_numpy(kus)).numpy()
+    joint = reconstruct_slice(kus, mask, ReconConfig(steps=100, coils="joint", quiet=True, device="cpu"))
+    assert _psnr(gt, joint.image) > _psnr(gt, zf) + 2
+    single_k, single_kus = k[:, :1], kus[:, :1]
+    single = reconstruct_slice(single_kus, mask, ReconConfig(steps=100, quiet=True, device="cpu"))
+    gt1 = zero_filled(torch.from_numpy(single_k)).numpy()
+    assert _psnr(gt1, single.image) > _psnr(gt1, zero_filled(torch.from_numpy(single_kus)).numpy()) + 1
+
+
+def test_holdout_stopping_chooses_a_sensible_step():
+    """Without regularisation the fit first improves, then overfits the noise: the held-out error must pick a
+    step whose true error (which the rule never sees) is close to the best one."""
+    k, _, maps = cine_kspace(NX, NY, NT, NC, noise=0.02, seed=3)
+    gt = torch.from_numpy(zero_filled(torch.from_numpy(k)).numpy())
+    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 8), NX, NT)
+    kus = np.where(mask[:, None], k, 0)
+    scale = float(zero_filled(torch.from_numpy(kus)).max())
+    train, hold = M.holdout_split(mask, M.detect_acs(mask), 0.1, np.random.default_rng(0))
+    true_err = []
+
+    def record(step, image):
+        true_err.append(float(((image.abs() * scale - gt) ** 2).sum() / (gt**2).sum()))
+
+    torch.manual_seed(0)
+    maps_n = maps / np.sqrt((np.abs(maps) ** 2).sum(0))
+    settings = FitSettings(tv_space=0, tv_time=0, steps=250, patience=1000, lr=2e-2, lr_final=2e-2)
+    fit = fit_slice(
+        torch.from_numpy(kus) / scale,
+        torch.from_numpy(train),
+        torch.from_numpy(hold),
+        torch.from_numpy(maps_n.astype(np.complex64)),
+        settings,
+        on_step=record,
+    )
+    oracle = int(np.argmin(true_err))
+    assert 10 < fit.best_step < 249
+    assert true_err[fit.best_step] < 1.15 * true_err[oracle]
+    assert true_err[-1] > true_err[fit.best_step]  # stopping mattered
