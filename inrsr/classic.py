@@ -111,15 +111,22 @@ class VoxelGridProblem:
     ) -> torch.Tensor:
         """L-BFGS on the data term plus ``lam`` times smoothed total variation."""
         x = (torch.zeros(self.shape) if x0 is None else x0.detach().clone()).requires_grad_(True)
-        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=n_iter, history_size=10, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-9, tolerance_change=1e-12)
+        opt = torch.optim.LBFGS(
+            [x],
+            lr=1.0,
+            max_iter=n_iter,
+            history_size=10,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+        )
         with Progress(n_iter, "classic TV reconstruction", quiet=quiet) as bar:
 
             def closure() -> torch.Tensor:
                 opt.zero_grad()
                 loss = self.data_loss(x) + lam * total_variation(x, eps)
                 loss.backward()
-                bar.update(1, loss=float(loss))
+                bar.update(1, loss=float(loss.detach()))
                 return loss
 
             opt.step(closure)

@@ -99,7 +99,9 @@ class HashGridEncoding(nn.Module):
         )
         # Hashed levels share one table; their vertex -> row indices are fixed and precomputed.
         n_hash_rows = table_size if not all(self.dense) else 0
-        self.table = nn.Parameter(torch.empty(n_hash_rows, features_per_level).uniform_(-init_scale, init_scale))
+        self.table = nn.Parameter(
+            torch.empty(n_hash_rows, features_per_level).uniform_(-init_scale, init_scale)
+        )
         hashed_index = []
         for res, is_dense in zip(self.resolutions, self.dense, strict=True):
             if not is_dense:

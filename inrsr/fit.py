@@ -2,8 +2,9 @@
 
 1. Geometry: every stack voxel is placed in world mm by its affine; a regular lattice (the output grid) and the
    model's normalisation box (the inputs' bounding box) are derived from the stacks.
-2. Initial estimate: the voxel-grid least-squares solution through each stack's slice PSF with a first-order
-   Tikhonov prior (:mod:`inrsr.classic`), a few conjugate-gradient iterations.
+2. Initial estimate on the lattice: the voxel-grid least-squares solution through each stack's slice PSF
+   (:mod:`inrsr.classic`): conjugate gradients with a first-order Tikhonov prior, then L-BFGS with a total
+   variation prior.
 3. INR: an encoding + MLP learns the residual, trained on random batches of stack voxels, each predicted as the
    average of the model at several points drawn inside that voxel's PSF; each stack has a learnable intensity
    scale and offset.
@@ -51,9 +52,11 @@ class FitConfig:
     fourier_sigma_per_mm: float = 0.15  # std of the random frequencies, cycles per mm
     positional_frequencies: int = 8
     siren_w0: float = 30.0
-    init: str = "cg"  # cg | mean | none
-    init_iterations: int = 30
-    init_lambda: float = 2e-3
+    init: str = "tv"  # tv | tikhonov | mean | none
+    tikhonov_iterations: int = 20  # CG; also the warm start of tv
+    tikhonov_lambda: float = 1e-2
+    tv_iterations: int = 60  # L-BFGS
+    tv_lambda: float = 1e-3
     auto_mask: bool = True
     seed: int = 0
     device: str = "auto"
@@ -75,8 +78,10 @@ def thicknesses(stacks: Sequence[Volume], thickness_mm: Sequence[float] | None) 
     if len(values) == 1:
         values = values * len(stacks)
     if len(values) != len(stacks):
-        raise InputError(f"--thickness has {len(values)} values but there are {len(stacks)} stacks "
-                         "(give one value, or one per stack)")
+        raise InputError(
+            f"--thickness has {len(values)} values but there are {len(stacks)} stacks "
+            "(give one value, or one per stack)"
+        )
     if any(not math.isfinite(t) or t <= 0 for t in values):
         raise InputError(f"--thickness values must be positive mm, got {values}")
     return values
@@ -99,7 +104,9 @@ def check_overlap(stacks: Sequence[Volume]) -> None:
     first = (stacks[0].shape, stacks[0].affine)
     for s in stacks[1:]:
         if not geometry.boxes_overlap(first, (s.shape, s.affine)):
-            raise InputError(f"{s.name}: does not overlap {stacks[0].name} in world space (check the affines)")
+            raise InputError(
+                f"{s.name}: does not overlap {stacks[0].name} in world space (check the affines)"
+            )
 
 
 def support_on_lattice(lattice: Grid, stacks: Sequence[Volume], masks: Sequence[np.ndarray]) -> np.ndarray:
@@ -107,8 +114,12 @@ def support_on_lattice(lattice: Grid, stacks: Sequence[Volume], masks: Sequence[
     support = np.zeros(lattice.shape, dtype=bool)
     for stack, mask in zip(stacks, masks, strict=True):
         to_stack = np.linalg.solve(stack.affine, lattice.affine)  # lattice voxel -> stack voxel
-        support |= ndimage.affine_transform(mask.astype(np.uint8), to_stack, output_shape=lattice.shape,
-                                            order=0, mode="constant", cval=0) > 0
+        support |= (
+            ndimage.affine_transform(
+                mask.astype(np.uint8), to_stack, output_shape=lattice.shape, order=0, mode="constant", cval=0
+            )
+            > 0
+        )
     return support
 
 
@@ -143,7 +154,9 @@ class _TrainingVoxels:
         idx, target, base, sid = [], [], [], []
         unit_affines, sigma_vox, slice_axes = [], [], []
         lattice_inv = np.linalg.inv(model.lattice.affine)
-        for s, (stack, mask, y, bp, sig) in enumerate(zip(stacks, masks, ys, base_preds, sigmas_mm, strict=True)):
+        for s, (stack, mask, y, bp, sig) in enumerate(
+            zip(stacks, masks, ys, base_preds, sigmas_mm, strict=True)
+        ):
             ijk = np.argwhere(mask)
             # keep voxels whose centre lies inside the lattice (the output field of view)
             lat = geometry.apply_affine(lattice_inv @ stack.affine, ijk)
@@ -153,7 +166,9 @@ class _TrainingVoxels:
             target.append(y[tuple(ijk.T)])
             base.append(bp[tuple(ijk.T)])
             sid.append(torch.full((len(ijk),), s, dtype=torch.int64))
-            unit_affines.append(torch.as_tensor(model.normalization.unit_affine(stack.affine), dtype=torch.float32))
+            unit_affines.append(
+                torch.as_tensor(model.normalization.unit_affine(stack.affine), dtype=torch.float32)
+            )
             sigma_vox.append(torch.as_tensor(sig / stack.spacing, dtype=torch.float32))
             slice_axes.append(stack.slice_axis)
         self.ijk = torch.cat(idx).to(device)
@@ -206,8 +221,10 @@ def fit_stacks(
     generator = seed_everything(config.seed)
     thick = thicknesses(stacks, config.thickness_mm)
     check_overlap(stacks)
-    ensure_memory(output.n_voxels * 4 * 12 + sum(s.data.size for s in stacks) * 4 * 20,
-                  f"fitting on a {output.shape} output grid")
+    ensure_memory(
+        output.n_voxels * 4 * 12 + sum(s.data.size for s in stacks) * 4 * 20,
+        f"fitting on a {output.shape} output grid",
+    )
 
     # Intensities: one global scale so that the first stack's foreground is about 1.
     user_masks = list(masks) if masks is not None else [None] * len(stacks)
@@ -228,9 +245,12 @@ def fit_stacks(
             raise InputError(f"{stack.name}: empty foreground (all voxels masked out or zero)")
     scale = float(np.percentile(stacks[0].data[fg[0]], 99.5)) or 1.0
     stack_scale = [
-        float(np.mean(stacks[0].data[fg[0]]) / max(np.mean(s.data[m]), 1e-12)) for s, m in zip(stacks, fg, strict=True)
+        float(np.mean(stacks[0].data[fg[0]]) / max(np.mean(s.data[m]), 1e-12))
+        for s, m in zip(stacks, fg, strict=True)
     ]
-    ys = [torch.as_tensor(s.data / scale * k, device=device) for s, k in zip(stacks, stack_scale, strict=True)]
+    ys = [
+        torch.as_tensor(s.data / scale * k, device=device) for s, k in zip(stacks, stack_scale, strict=True)
+    ]
 
     normalization = Normalization.from_volumes([(s.shape, s.affine) for s in stacks])
     spec = field_spec(config, normalization, float(output.spacing.min()))
@@ -241,21 +261,32 @@ def fit_stacks(
 
     # Initial estimate on the lattice.
     t0 = time.perf_counter()
-    weights = [None if m is None else torch.as_tensor(f, dtype=torch.float32, device=device)
-               for m, f in zip(user_masks, fg, strict=True)]
-    if config.init == "cg":
+    weights = [
+        None if m is None else torch.as_tensor(f, dtype=torch.float32, device=device)
+        for m, f in zip(user_masks, fg, strict=True)
+    ]
+    if config.init in ("tv", "tikhonov"):
         problem = VoxelGridProblem(operators, ys, weights)
-        base = problem.solve_tikhonov(config.init_lambda, config.init_iterations, quiet=quiet)
+        base = problem.solve_tikhonov(config.tikhonov_lambda, config.tikhonov_iterations, quiet=quiet)
+        if config.init == "tv" and config.tv_iterations > 0:
+            base = problem.solve_tv(config.tv_lambda, config.tv_iterations, x0=base, quiet=quiet)
     elif config.init == "mean":
         from .metrics import resample_to_grid
 
         base = torch.as_tensor(
-            np.mean([resample_to_grid(Volume(y.cpu().numpy(), s.affine, s.name), output, order=1)
-                     for y, s in zip(ys, stacks, strict=True)], axis=0), device=device)
+            np.mean(
+                [
+                    resample_to_grid(Volume(y.cpu().numpy(), s.affine, s.name), output, order=1)
+                    for y, s in zip(ys, stacks, strict=True)
+                ],
+                axis=0,
+            ),
+            device=device,
+        )
     elif config.init == "none":
         base = torch.zeros(output.shape, device=device)
     else:
-        raise InputError(f"init {config.init!r}: expected cg, mean or none")
+        raise InputError(f"init {config.init!r}: expected tv, tikhonov, mean or none")
     model.base.copy_(base)
     model.support.copy_(torch.as_tensor(support_on_lattice(output, stacks, fg), device=device))
     timings["init_s"] = time.perf_counter() - t0
@@ -276,8 +307,11 @@ def fit_stacks(
         "settings": {k: v for k, v in asdict(config).items() if k != "extra"},
         "thickness_mm": thick,
         "device": str(device),
-        "output_grid": {"shape": list(output.shape), "affine": np.asarray(output.affine).tolist(),
-                        "spacing_mm": output.spacing.tolist()},
+        "output_grid": {
+            "shape": list(output.shape),
+            "affine": np.asarray(output.affine).tolist(),
+            "spacing_mm": output.spacing.tolist(),
+        },
         "timings": timings,
         "final_loss": history[-1] if history else None,
         "loss_history": history[:: max(1, len(history) // 50)],
@@ -287,8 +321,14 @@ def fit_stacks(
     return FitResult(model=model, report=report)
 
 
-def _train(model: SRModel, voxels: _TrainingVoxels, config: FitConfig, generator: torch.Generator,
-           device: torch.device, quiet: bool) -> list[float]:
+def _train(
+    model: SRModel,
+    voxels: _TrainingVoxels,
+    config: FitConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    quiet: bool,
+) -> list[float]:
     """Adam on random voxel batches; learning rate: 5% linear warm-up, then cosine decay to 5%."""
     if config.steps <= 0:
         return []
@@ -336,18 +376,26 @@ def _fit_errors(model, voxels, config, generator, stacks, scale, stack_scale) ->
     with torch.no_grad():
         unit, sid, base, target = voxels.sample(min(len(voxels), 200_000), config.psf_samples, generator)
         residual = torch.cat([model.residual_at_unit(u.reshape(-1, 3)) for u in unit.split(16384)])
-        pred = (base + residual.view(unit.shape[0], -1).mean(1)) * model.log_scale[sid].exp() + model.offset[sid]
+        pred = (base + residual.view(unit.shape[0], -1).mean(1)) * model.log_scale[sid].exp() + model.offset[
+            sid
+        ]
         for s, stack in enumerate(stacks):
             rows = sid == s
             unit_factor = scale / stack_scale[s]  # back to this stack's own intensities
-            rmse = float((pred[rows] - target[rows]).square().mean().sqrt()) * unit_factor if rows.any() else None
-            out.append({
-                "file": stack.name,
-                "shape": list(stack.shape),
-                "spacing_mm": stack.spacing.tolist(),
-                "slice_axis": stack.slice_axis,
-                "rmse": rmse,
-                "intensity_scale": float(model.log_scale[s].exp()) / stack_scale[s],
-                "intensity_offset": float(model.offset[s]) * unit_factor,
-            })
+            rmse = (
+                float((pred[rows] - target[rows]).square().mean().sqrt()) * unit_factor
+                if rows.any()
+                else None
+            )
+            out.append(
+                {
+                    "file": stack.name,
+                    "shape": list(stack.shape),
+                    "spacing_mm": stack.spacing.tolist(),
+                    "slice_axis": stack.slice_axis,
+                    "rmse": rmse,
+                    "intensity_scale": float(model.log_scale[s].exp()) / stack_scale[s],
+                    "intensity_offset": float(model.offset[s]) * unit_factor,
+                }
+            )
     return out

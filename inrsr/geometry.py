@@ -172,7 +172,9 @@ def output_grid(
 def boxes_overlap(a: tuple[Sequence[int], np.ndarray], b: tuple[Sequence[int], np.ndarray]) -> bool:
     """Whether two volumes' fields of view overlap (separating-axis test on their oriented boxes)."""
     ca, cb = world_corners(*a), world_corners(*b)
-    axes = [direction_cosines(a[1])[:, i] for i in range(3)] + [direction_cosines(b[1])[:, i] for i in range(3)]
+    axes = [direction_cosines(a[1])[:, i] for i in range(3)] + [
+        direction_cosines(b[1])[:, i] for i in range(3)
+    ]
     for u in axes[:3]:
         for v in axes[3:]:
             w = np.cross(u, v)

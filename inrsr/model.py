@@ -39,8 +39,11 @@ def build_field(spec: dict[str, Any], generator: torch.Generator | None = None) 
         )
     elif kind == "fourier":
         enc = FourierEncoding(
-            3, int(spec["fourier_features"]), float(spec["fourier_sigma_per_mm"]),
-            half_extent_mm=spec["half_extent_mm"], generator=generator,
+            3,
+            int(spec["fourier_features"]),
+            float(spec["fourier_sigma_per_mm"]),
+            half_extent_mm=spec["half_extent_mm"],
+            generator=generator,
         )
     elif kind == "positional":
         enc = PositionalEncoding(3, int(spec["positional_frequencies"]))
@@ -80,21 +83,26 @@ class SRModel(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(n_stacks))
         self.offset = nn.Parameter(torch.zeros(n_stacks))
         # world -> normalised unit box, and world -> lattice grid_sample coordinates (align_corners=True)
-        self.register_buffer("world_to_unit", _torch_affine(normalization.unit_affine(np.eye(4))), persistent=False)
+        self.register_buffer(
+            "world_to_unit", _torch_affine(normalization.unit_affine(np.eye(4))), persistent=False
+        )
         size = np.asarray(lattice.shape, dtype=np.float64)
         to_sample = np.eye(4)
         to_sample[:3, :3] = np.diag(2.0 / np.maximum(size - 1, 1))
         to_sample[:3, 3] = -1.0
         lattice_sample = to_sample @ np.linalg.inv(lattice.affine)
-        self.register_buffer("world_to_lattice", _torch_affine(lattice_sample[[2, 1, 0, 3]]), persistent=False)
+        self.register_buffer(
+            "world_to_lattice", _torch_affine(lattice_sample[[2, 1, 0, 3]]), persistent=False
+        )
 
     def _sample_lattice(self, volume: torch.Tensor, world: torch.Tensor, mode: str) -> torch.Tensor:
         """``volume`` on the lattice read at world points ``(N, 3)``; 0 outside the lattice."""
         m = self.world_to_lattice
         g = world @ m[:3, :3].T + m[:3, 3]  # (x, y, z) = reversed lattice axes, as grid_sample wants
         g = g.view(1, -1, 1, 1, 3)
-        out = F.grid_sample(volume[None, None].to(world.dtype), g, mode=mode, padding_mode="zeros",
-                            align_corners=True)
+        out = F.grid_sample(
+            volume[None, None].to(world.dtype), g, mode=mode, padding_mode="zeros", align_corners=True
+        )
         return out.view(-1)
 
     def to_unit(self, world: torch.Tensor) -> torch.Tensor:
@@ -121,7 +129,10 @@ class SRModel(nn.Module):
         return {
             "field": self.field_spec,
             "normalization": self.normalization.to_dict(),
-            "lattice": {"shape": list(self.lattice.shape), "affine": np.asarray(self.lattice.affine).tolist()},
+            "lattice": {
+                "shape": list(self.lattice.shape),
+                "affine": np.asarray(self.lattice.affine).tolist(),
+            },
             "n_stacks": int(self.log_scale.numel()),
             "intensity_scale": self.intensity_scale,
         }

@@ -34,15 +34,19 @@ def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
 
 
 def stack_geometry(
-    hr: Volume, axis: int, spacing_mm: float, rotation_deg: Sequence[float] = (0.0, 0.0, 0.0)
+    hr: Volume,
+    axis: int,
+    spacing_mm: float,
+    rotation_deg: Sequence[float] = (0.0, 0.0, 0.0),
+    inplane_mm: float | None = None,
 ) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and affine of a stack covering ``hr``'s field of view, slices ``spacing_mm`` apart along ``axis``.
 
-    In-plane the stack keeps ``hr``'s voxel size. The stack is centred on ``hr``'s field of view and then rotated
-    about that centre by ``rotation_deg`` (world x, y, z).
+    In-plane the stack keeps ``hr``'s voxel size unless ``inplane_mm`` is given. The stack is centred on
+    ``hr``'s field of view and then rotated about that centre by ``rotation_deg`` (world x, y, z).
     """
-    spacing = hr.spacing.copy()
-    extent = np.asarray(hr.shape) * spacing
+    extent = np.asarray(hr.shape) * hr.spacing
+    spacing = hr.spacing.copy() if inplane_mm is None else np.full(3, float(inplane_mm))
     spacing[axis] = spacing_mm
     shape = tuple(int(n) for n in np.maximum(np.ceil(extent / spacing - 1e-6), 1))
     direction = geometry.direction_cosines(hr.affine)
@@ -62,10 +66,12 @@ def simulate_stack(
     rotation_deg: Sequence[float] = (0.0, 0.0, 0.0),
     noise: float = 0.0,
     seed: int = 0,
+    inplane_mm: float | None = None,
 ) -> Volume:
     """A low-res stack of ``hr`` through the Gaussian slice PSF (FWHM ``thickness_mm`` through-plane).
 
     ``noise`` is the standard deviation of Rician noise relative to ``hr``'s 99.9th percentile intensity.
+    ``inplane_mm`` sets the in-plane voxel size (default: ``hr``'s), e.g. to simulate from a finer object.
     The result records its slice thickness in ``meta["thickness_mm"]``.
     """
     axis = parse_axis(axis)
@@ -76,7 +82,7 @@ def simulate_stack(
         raise InputError(f"spacing {spacing_mm}: must be positive mm")
     if noise < 0:
         raise InputError(f"noise {noise}: must be >= 0")
-    shape, affine = stack_geometry(hr, axis, spacing_mm, rotation_deg)
+    shape, affine = stack_geometry(hr, axis, spacing_mm, rotation_deg, inplane_mm)
     op = StackOperator(shape, affine, psf_sigmas_mm(affine, axis, thickness_mm), hr.grid)
     with torch.no_grad():
         data = op(torch.from_numpy(hr.data)).numpy()
@@ -86,5 +92,9 @@ def simulate_stack(
         real = data + rng.normal(0.0, sigma, data.shape)
         imag = rng.normal(0.0, sigma, data.shape)
         data = np.sqrt(real**2 + imag**2)
-    return Volume(data=data.astype(np.float32), affine=affine, name=f"{hr.name} simulated",
-                  meta={"thickness_mm": float(thickness_mm), "slice_axis": axis})
+    return Volume(
+        data=data.astype(np.float32),
+        affine=affine,
+        name=f"{hr.name} simulated",
+        meta={"thickness_mm": float(thickness_mm), "slice_axis": axis},
+    )

@@ -12,10 +12,13 @@ import typer
 F = TypeVar("F", bound=Callable[..., Any])
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on the same CPU gives the same output.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Random seed; the same seed on the same CPU gives the same output.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 ReportOpt = Annotated[
-    str | None, typer.Option("--report", help="Write a JSON report (settings, timings, figures) to this path.")
+    str | None,
+    typer.Option("--report", help="Write a JSON report (settings, timings, figures) to this path."),
 ]
 
 

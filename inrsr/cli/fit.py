@@ -36,18 +36,25 @@ def write_json(path: str | Path, payload: dict) -> None:
 
 @handle_errors
 def fit_command(
-    stacks: Annotated[list[Path], typer.Argument(help="Low-res NIfTI stacks (any orientation, oblique allowed).")],
+    stacks: Annotated[
+        list[Path], typer.Argument(help="Low-res NIfTI stacks (any orientation, oblique allowed).")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="High-res NIfTI to write.")],
     like: Annotated[
         Path | None, typer.Option(help="Render onto exactly this reference's grid (shape and affine).")
     ] = None,
     spacing: Annotated[
-        str | None, typer.Option(help="Output spacing 'S' or 'Sx,Sy,Sz' in mm (default: finest input spacing).")
+        str | None,
+        typer.Option(help="Output spacing 'S' or 'Sx,Sy,Sz' in mm (default: finest input spacing)."),
     ] = None,
-    extent: Annotated[str, typer.Option(help="Output field of view: union or intersection of the inputs.")] = "union",
+    extent: Annotated[
+        str, typer.Option(help="Output field of view: union or intersection of the inputs.")
+    ] = "union",
     thickness: Annotated[
         str | None,
-        typer.Option(help="Slice thickness in mm: one value, or 'T1,T2,...' one per stack (default: slice spacing)."),
+        typer.Option(
+            help="Slice thickness in mm: one value, or 'T1,T2,...' one per stack (default: slice spacing)."
+        ),
     ] = None,
     mask: Annotated[
         list[Path] | None,
@@ -56,15 +63,31 @@ def fit_command(
     auto_mask: Annotated[
         bool, typer.Option(help="Detect each stack's foreground automatically when no --mask is given.")
     ] = D.auto_mask,
-    encoding: Annotated[str, typer.Option(help="INR encoding: hash, fourier, positional or siren.")] = D.encoding,
+    encoding: Annotated[
+        str, typer.Option(help="INR encoding: hash, fourier, positional or siren.")
+    ] = D.encoding,
     steps: Annotated[int, typer.Option(help="INR optimisation steps.")] = D.steps,
     batch_size: Annotated[int, typer.Option(help="Stack voxels per step.")] = D.batch_size,
-    psf_samples: Annotated[int, typer.Option(help="Points drawn inside each voxel's PSF per step.")] = D.psf_samples,
+    psf_samples: Annotated[
+        int, typer.Option(help="Points drawn inside each voxel's PSF per step.")
+    ] = D.psf_samples,
     lr: Annotated[float, typer.Option(help="Peak learning rate (Adam; warm-up then cosine decay).")] = D.lr,
     init: Annotated[
-        str, typer.Option(help="Initial estimate: cg (voxel-grid least squares), mean (of the stacks) or none.")
+        str,
+        typer.Option(
+            help="Initial estimate on the output grid: tv or tikhonov (voxel-grid least squares through "
+            "the PSF with that prior), mean (of the stacks) or none."
+        ),
     ] = D.init,
-    init_iterations: Annotated[int, typer.Option(help="CG iterations of the initial estimate.")] = D.init_iterations,
+    tv_iterations: Annotated[
+        int, typer.Option(help="L-BFGS iterations of the tv initial estimate.")
+    ] = D.tv_iterations,
+    tv_lambda: Annotated[
+        float, typer.Option(help="Weight of total variation in the initial estimate.")
+    ] = D.tv_lambda,
+    tikhonov_iterations: Annotated[
+        int, typer.Option(help="CG iterations of the Tikhonov estimate (also tv's warm start).")
+    ] = D.tikhonov_iterations,
     fourier_sigma: Annotated[
         float, typer.Option(help="Fourier encoding: frequency std in cycles per mm.")
     ] = D.fourier_sigma_per_mm,
@@ -119,9 +142,20 @@ def fit_command(
         step = geometry.parse_spacing(spacing) if spacing else min(float(v.spacing.min()) for v in volumes)
         grid = geometry.output_grid([(v.shape, v.affine) for v in volumes], step, extent)
     config = FitConfig(
-        encoding=encoding, steps=steps, batch_size=batch_size, psf_samples=psf_samples, lr=lr, init=init,
-        init_iterations=init_iterations, fourier_sigma_per_mm=fourier_sigma, auto_mask=auto_mask, seed=seed,
-        device=device, thickness_mm=thickness_list,
+        encoding=encoding,
+        steps=steps,
+        batch_size=batch_size,
+        psf_samples=psf_samples,
+        lr=lr,
+        init=init,
+        tv_iterations=tv_iterations,
+        tv_lambda=tv_lambda,
+        tikhonov_iterations=tikhonov_iterations,
+        fourier_sigma_per_mm=fourier_sigma,
+        auto_mask=auto_mask,
+        seed=seed,
+        device=device,
+        thickness_mm=thickness_list,
     )
     if steps < 0 or batch_size < 1 or psf_samples < 1 or lr <= 0:
         raise InputError("--steps must be >= 0, --batch-size and --psf-samples >= 1 and --lr > 0")
@@ -134,8 +168,10 @@ def fit_command(
     if save_model is not None:
         meta = {
             "model": result.model.metadata(),
-            "inputs": [{"file": str(p), "shape": list(v.shape), "affine": v.affine.tolist()}
-                       for p, v in zip(stacks, volumes, strict=True)],
+            "inputs": [
+                {"file": str(p), "shape": list(v.shape), "affine": v.affine.tolist()}
+                for p, v in zip(stacks, volumes, strict=True)
+            ],
             "thickness_mm": result.report["thickness_mm"],
             "settings": result.report["settings"],
         }
@@ -147,5 +183,7 @@ def fit_command(
         payload["inputs"] = [str(p) for p in stacks]
         write_json(report, payload)
     if not quiet:
-        print(f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm "
-              f"(fit {t1 - t0:.1f} s, render {t2 - t1:.1f} s)")
+        print(
+            f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm "
+            f"(fit {t1 - t0:.1f} s, render {t2 - t1:.1f} s)"
+        )

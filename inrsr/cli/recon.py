@@ -1,4 +1,5 @@
-"""``inrsr recon``: INR reconstruction of undersampled multi-coil cardiac cine k-space (CMRxRecon ``.mat``)."""
+"""``inrsr recon``: INR reconstruction of undersampled multi-coil cardiac cine k-space (CMRxRecon
+``.mat``)."""
 
 from __future__ import annotations
 
@@ -21,42 +22,62 @@ OutputOpt = Annotated[
 ]
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--key", help="The k-space variable (default: kspace_full, kspace_subNN, kus, kspace_single_*)."),
+    typer.Option(
+        "--key", help="The k-space variable (default: kspace_full, kspace_subNN, kus, kspace_single_*)."
+    ),
 ]
-SlicesOpt = Annotated[str | None, typer.Option("--slices", help="Slices to reconstruct, e.g. 0,3 (default: all).")]
+SlicesOpt = Annotated[
+    str | None, typer.Option("--slices", help="Slices to reconstruct, e.g. 0,3 (default: all).")
+]
 AccelOpt = Annotated[
     int | None,
-    typer.Option("--accel", help="Undersample fully sampled input retrospectively at this R (challenge rule); "
-                 "with undersampled input, a check of the data's mask."),
+    typer.Option(
+        "--accel",
+        help="Undersample fully sampled input retrospectively at this R (challenge rule); "
+        "with undersampled input, a check of the data's mask.",
+    ),
 ]
 AcsOpt = Annotated[int, typer.Option("--acs", help="Central fully sampled ky lines of the --accel mask.")]
 MaskOpt = Annotated[
     str | None,
-    typer.Option("--mask", help="Sampling mask FILE[:VAR], (kx, ky) or k-t (kx, ky, t) (default: from the data)."),
+    typer.Option(
+        "--mask", help="Sampling mask FILE[:VAR], (kx, ky) or k-t (kx, ky, t) (default: from the data)."
+    ),
 ]
 RefOpt = Annotated[
-    str | None, typer.Option("--ref", help="Fully sampled k-space .mat for the metrics (never used for fitting).")
+    str | None,
+    typer.Option("--ref", help="Fully sampled k-space .mat for the metrics (never used for fitting)."),
 ]
-MethodOpt = Annotated[str, typer.Option("--method", help="inr, or zerofill (coil-combined zero-filled baseline).")]
-EncodingOpt = Annotated[str, typer.Option("--encoding", help="hash (hash grid) or fourier (Fourier features).")]
+MethodOpt = Annotated[
+    str, typer.Option("--method", help="inr, or zerofill (coil-combined zero-filled baseline).")
+]
+EncodingOpt = Annotated[
+    str, typer.Option("--encoding", help="hash (hash grid) or fourier (Fourier features).")
+]
 CoilsOpt = Annotated[
     str, typer.Option("--coils", help="espirit (maps from the ACS lines) or joint (a coil INR learned too).")
 ]
 LossOpt = Annotated[str, typer.Option("--loss", help="k-space loss: l2 or huber.")]
 TvSpaceOpt = Annotated[float, typer.Option("--tv-space", help="Weight of the spatial total variation.")]
 TvTimeOpt = Annotated[float, typer.Option("--tv-time", help="Weight of the temporal total variation.")]
-DcOpt = Annotated[bool, typer.Option("--dc/--no-dc", help="Final hard data consistency with the measured k-space.")]
-StepsOpt = Annotated[int, typer.Option("--steps", help="Most optimisation steps per slice.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (decays 10x over --steps).")]
-HoldoutOpt = Annotated[
-    float, typer.Option("--holdout", help="Share of sampled lines outside the ACS held out to choose the step.")
+DcOpt = Annotated[
+    bool, typer.Option("--dc/--no-dc", help="Final hard data consistency with the measured k-space.")
 ]
-PatienceOpt = Annotated[int, typer.Option("--patience", help="Stop after this many steps without held-out gain.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Most optimisation steps per slice.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (decays 3x over --steps).")]
+HoldoutOpt = Annotated[
+    float,
+    typer.Option("--holdout", help="Share of sampled lines outside the ACS held out to choose the step."),
+]
+PatienceOpt = Annotated[
+    int, typer.Option("--patience", help="Stop after this many steps without held-out gain.")
+]
 SpacingOpt = Annotated[
     str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: slice distance).")
 ]
 SaveMatOpt = Annotated[
-    Path | None, typer.Option("--save-mat", help="Also write img4ranking (single, x y slice t) to this .mat (v7.3).")
+    Path | None,
+    typer.Option("--save-mat", help="Also write img4ranking (single, x y slice t) to this .mat (v7.3)."),
 ]
 
 

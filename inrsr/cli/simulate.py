@@ -15,12 +15,17 @@ def simulate_command(
     hr: Annotated[Path, typer.Argument(help="High-resolution NIfTI volume.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Low-res stack to write (.nii or .nii.gz).")],
     axis: Annotated[str, typer.Option(help="Slice axis: the high-res volume's voxel axis x, y or z.")] = "z",
-    thickness: Annotated[float, typer.Option(help="Slice thickness in mm: FWHM of the through-plane PSF.")] = 5.0,
+    thickness: Annotated[
+        float, typer.Option(help="Slice thickness in mm: FWHM of the through-plane PSF.")
+    ] = 5.0,
     spacing: Annotated[
         float | None, typer.Option(help="Slice spacing in mm (default: the thickness; larger leaves gaps).")
     ] = None,
     rotate: Annotated[
-        str, typer.Option(help="Rotation of the stack about the volume's centre: 'ax,ay,az' degrees about world x,y,z.")
+        str,
+        typer.Option(
+            help="Rotation of the stack about the volume's centre: 'ax,ay,az' degrees about world x,y,z."
+        ),
     ] = "0,0,0",
     noise: Annotated[
         float, typer.Option(help="Rician noise std relative to the volume's 99.9th percentile intensity.")

@@ -53,8 +53,10 @@ def upsample_command(
     if not source.exists():
         raise InputError(f"{source}: no such file")
     if not is_checkpoint(source):
-        raise InputError(f"{source}: not an inrsr model checkpoint (a NIfTI volume needs the encoder-decoder "
-                         "mode, which this version does not provide)")
+        raise InputError(
+            f"{source}: not an inrsr model checkpoint (a NIfTI volume needs the encoder-decoder "
+            "mode, which this version does not provide)"
+        )
     payload = load_checkpoint(source, kind=CHECKPOINT_KIND)
     model = model_from_checkpoint(payload)
     lattice = model.lattice
@@ -71,7 +73,17 @@ def upsample_command(
     image = render(model, grid, device=resolve_device(device), quiet=quiet)
     save_volume(output, image, grid.affine)
     if report is not None:
-        write_json(report, {"source": str(source), "output": str(output), "shape": list(grid.shape),
-                            "affine": np.asarray(grid.affine).tolist(), "render_s": time.perf_counter() - t0})
+        write_json(
+            report,
+            {
+                "source": str(source),
+                "output": str(output),
+                "shape": list(grid.shape),
+                "affine": np.asarray(grid.affine).tolist(),
+                "render_s": time.perf_counter() - t0,
+            },
+        )
     if not quiet:
-        print(f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm")
+        print(
+            f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm"
+        )

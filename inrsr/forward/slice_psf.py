@@ -122,7 +122,8 @@ class StackOperator:
         finest_source = float(source.spacing.min())
         self.ratios = [max(1, int(math.ceil(s / finest_source - 1e-3))) for s in spacing]
         self.taps = [
-            gaussian_taps(float(sig), float(s) / r) for sig, s, r in zip(sigmas_mm, spacing, self.ratios, strict=True)
+            gaussian_taps(float(sig), float(s) / r)
+            for sig, s, r in zip(sigmas_mm, spacing, self.ratios, strict=True)
         ]
         half = [(len(t) - 1) // 2 for t in self.taps]
         self.fine_shape = tuple(
@@ -165,8 +166,13 @@ class StackOperator:
                 out = _linear_resample_axis(out, a + 1, positions)
             return out
         coords = self._fine_coords(vol.device, vol.dtype)
-        out = F.grid_sample(vol[:, None], coords.expand(vol.shape[0], -1, -1, -1, -1), mode="bilinear",
-                            padding_mode="zeros", align_corners=True)
+        out = F.grid_sample(
+            vol[:, None],
+            coords.expand(vol.shape[0], -1, -1, -1, -1),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )
         return out[:, 0]
 
     def _blur(self, fine: torch.Tensor) -> torch.Tensor:

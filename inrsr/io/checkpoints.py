@@ -42,8 +42,10 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
         raise InputError(f"{name}: not an inrsr checkpoint")
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise InputError(f"{name}: checkpoint format version {version} is newer than this inrsr supports "
-                         f"({FORMAT_VERSION}); upgrade inrsr")
+        raise InputError(
+            f"{name}: checkpoint format version {version} is newer than this inrsr supports "
+            f"({FORMAT_VERSION}); upgrade inrsr"
+        )
     if kind is not None and payload.get("kind") != kind:
         raise InputError(f"{name}: holds a {payload.get('kind')!r} model, expected {kind!r}")
     return payload

@@ -50,7 +50,9 @@ def load_volume(path: str | os.PathLike) -> Volume:
     try:
         data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except Exception as exc:  # truncated gzip, short file
-        raise InputError(f"{name}: could not read the voxel data, file truncated or corrupt ({_short(exc)})") from None
+        raise InputError(
+            f"{name}: could not read the voxel data, file truncated or corrupt ({_short(exc)})"
+        ) from None
     return Volume(data=data, affine=header_affine(img, name), name=name)
 
 

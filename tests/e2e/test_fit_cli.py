@@ -11,15 +11,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from phantom import phantom
 
 from inrsr.io.nifti import load_volume, save_volume
 from inrsr.metrics import psnr, resample_to_grid
-from phantom import phantom
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "inrsr", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "inrsr", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"inrsr {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -35,15 +40,42 @@ def case(tmp_path_factory) -> dict:
     stacks = []
     for axis in "xyz":
         out = d / f"stack_{axis}.nii.gz"
-        run_cli("simulate", str(d / "hr.nii.gz"), "-o", str(out), "--axis", axis, "--thickness", "4",
-                "--noise", "0.01", "--seed", str("xyz".index(axis)), "-q")
+        run_cli(
+            "simulate",
+            str(d / "hr.nii.gz"),
+            "-o",
+            str(out),
+            "--axis",
+            axis,
+            "--thickness",
+            "4",
+            "--noise",
+            "0.01",
+            "--seed",
+            str("xyz".index(axis)),
+            "-q",
+        )
         stacks.append(str(out))
     return {"dir": d, "hr": hr, "stacks": stacks, "mask": hr.data > 0}
 
 
 def fit(case: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return run_cli("fit", *case["stacks"], "-o", str(out), "--like", str(case["dir"] / "hr.nii.gz"),
-                   "--steps", "80", "--init-iterations", "20", "--seed", "3", "-q", *extra)
+    return run_cli(
+        "fit",
+        *case["stacks"],
+        "-o",
+        str(out),
+        "--like",
+        str(case["dir"] / "hr.nii.gz"),
+        "--steps",
+        "80",
+        "--tv-iterations",
+        "20",
+        "--seed",
+        "3",
+        "-q",
+        *extra,
+    )
 
 
 def test_fit_beats_interpolation_and_keeps_geometry(case):
@@ -93,14 +125,28 @@ def test_fit_beats_interpolation_and_keeps_geometry(case):
 
 def test_fit_with_spacing_covers_union(case):
     out = case["dir"] / "spacing.nii.gz"
-    run_cli("fit", *case["stacks"], "-o", str(out), "--spacing", "2", "--steps", "5", "--init-iterations", "3",
-            "-q")
+    run_cli(
+        "fit",
+        *case["stacks"],
+        "-o",
+        str(out),
+        "--spacing",
+        "2",
+        "--steps",
+        "5",
+        "--tv-iterations",
+        "3",
+        "--tikhonov-iterations",
+        "3",
+        "-q",
+    )
     img = nib.load(str(out))
     np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 2.0)
     # axis-aligned with the first stack (same direction cosines)
     first = nib.load(case["stacks"][0]).affine
-    np.testing.assert_allclose(img.affine[:3, :3] / 2.0, first[:3, :3] / np.linalg.norm(first[:3, :3], axis=0),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        img.affine[:3, :3] / 2.0, first[:3, :3] / np.linalg.norm(first[:3, :3], axis=0), atol=1e-9
+    )
     assert all(n >= 20 for n in img.shape)
 
 
@@ -177,8 +223,21 @@ def test_output_grid_too_large_says_what_it_needs(case, tmp_path):
 
 def test_simulate_writes_correct_geometry(case, tmp_path):
     out = tmp_path / "oblique.nii.gz"
-    run_cli("simulate", str(case["dir"] / "hr.nii.gz"), "-o", str(out), "--axis", "z", "--thickness", "3",
-            "--spacing", "4", "--rotate", "0,0,30", "-q")
+    run_cli(
+        "simulate",
+        str(case["dir"] / "hr.nii.gz"),
+        "-o",
+        str(out),
+        "--axis",
+        "z",
+        "--thickness",
+        "3",
+        "--spacing",
+        "4",
+        "--rotate",
+        "0,0,30",
+        "-q",
+    )
     img = nib.load(str(out))
     np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), [1, 1, 4], atol=1e-9)
     hr = case["hr"]

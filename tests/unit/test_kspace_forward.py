@@ -71,3 +71,14 @@ def test_rss_of_unit_maps_returns_the_image_magnitude():
     maps = maps / rss(maps, dim=0)
     x = _rand((2, 8, 6))
     torch.testing.assert_close(rss(Coils(maps, (2,))(x)), x.abs())
+
+
+def test_centring_signs_replace_the_shifts():
+    from inrsr.forward.kspace import centring_signs
+
+    for nx, ny in [(8, 6), (6, 10), (4, 4)]:
+        x = _rand((2, nx, ny))
+        c_in, c_out = centring_signs(nx, ny)
+        torch.testing.assert_close(c_out * torch.fft.fft2(c_in * x, norm="ortho"), fft2c(x))
+        torch.testing.assert_close(c_out * torch.fft.ifft2(c_in * x, norm="ortho"), ifft2c(x))
+    assert centring_signs(7, 6) is None
