@@ -55,7 +55,7 @@ class FitConfig:
     init: str = "tv"  # tv | tikhonov | mean | none
     tikhonov_iterations: int = 20  # CG; also the warm start of tv
     tikhonov_lambda: float = 1e-2
-    tv_iterations: int = 60  # L-BFGS
+    tv_iterations: int = 100  # L-BFGS
     tv_lambda: float = 1e-3
     auto_mask: bool = True
     seed: int = 0
@@ -221,8 +221,9 @@ def fit_stacks(
     generator = seed_everything(config.seed)
     thick = thicknesses(stacks, config.thickness_mm)
     check_overlap(stacks)
+    # float32 lattice copies (CG vectors, L-BFGS history) and stack-sized work arrays (fine grids, targets)
     ensure_memory(
-        output.n_voxels * 4 * 12 + sum(s.data.size for s in stacks) * 4 * 20,
+        output.n_voxels * 4 * 40 + sum(s.data.size for s in stacks) * 4 * 20,
         f"fitting on a {output.shape} output grid",
     )
 
