@@ -32,6 +32,8 @@ from .model import ENCODINGS, SRModel
 from .progress import Progress
 from .volume import Volume
 
+CALIBRATION_TOLERANCE = 0.02  # relative intensity differences below this are not corrected up front
+
 
 @dataclass
 class FitConfig:
@@ -99,14 +101,31 @@ def foreground(stack: Volume) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=2)
 
 
+def relative_intensity(reference: Volume, ref_mask: np.ndarray, stack: Volume, mask: np.ndarray) -> float:
+    """Factor bringing ``stack``'s intensities to ``reference``'s: the ratio of their means over the world
+    positions where both have foreground (so different fields of view do not bias it; means, unlike medians, are
+    kept by the different slice blurs); 1 without enough overlap."""
+    if stack is reference:
+        return 1.0
+    ijk = np.argwhere(mask)
+    if len(ijk) > 200_000:
+        ijk = ijk[np.random.default_rng(0).choice(len(ijk), 200_000, replace=False)]
+    in_ref = geometry.apply_affine(np.linalg.solve(reference.affine, stack.affine), ijk)
+    ref_values = ndimage.map_coordinates(reference.data, in_ref.T, order=1, mode="constant", cval=np.nan)
+    ref_inside = ndimage.map_coordinates(ref_mask.astype(np.float32), in_ref.T, order=0, mode="constant", cval=0)
+    both = np.isfinite(ref_values) & (ref_inside > 0.5)
+    if both.sum() < 100:
+        return 1.0
+    own = stack.data[tuple(ijk[both].T)]
+    return float(np.mean(ref_values[both]) / max(float(np.mean(own)), 1e-12))
+
+
 def check_overlap(stacks: Sequence[Volume]) -> None:
     """Every stack must overlap the first one in world space."""
     first = (stacks[0].shape, stacks[0].affine)
     for s in stacks[1:]:
         if not geometry.boxes_overlap(first, (s.shape, s.affine)):
-            raise InputError(
-                f"{s.name}: does not overlap {stacks[0].name} in world space (check the affines)"
-            )
+            raise InputError(f"{s.name}: does not overlap {stacks[0].name} in world space (check the affines)")
 
 
 def support_on_lattice(lattice: Grid, stacks: Sequence[Volume], masks: Sequence[np.ndarray]) -> np.ndarray:
@@ -154,9 +173,7 @@ class _TrainingVoxels:
         idx, target, base, sid = [], [], [], []
         unit_affines, sigma_vox, slice_axes = [], [], []
         lattice_inv = np.linalg.inv(model.lattice.affine)
-        for s, (stack, mask, y, bp, sig) in enumerate(
-            zip(stacks, masks, ys, base_preds, sigmas_mm, strict=True)
-        ):
+        for s, (stack, mask, y, bp, sig) in enumerate(zip(stacks, masks, ys, base_preds, sigmas_mm, strict=True)):
             ijk = np.argwhere(mask)
             # keep voxels whose centre lies inside the lattice (the output field of view)
             lat = geometry.apply_affine(lattice_inv @ stack.affine, ijk)
@@ -166,9 +183,7 @@ class _TrainingVoxels:
             target.append(y[tuple(ijk.T)])
             base.append(bp[tuple(ijk.T)])
             sid.append(torch.full((len(ijk),), s, dtype=torch.int64))
-            unit_affines.append(
-                torch.as_tensor(model.normalization.unit_affine(stack.affine), dtype=torch.float32)
-            )
+            unit_affines.append(torch.as_tensor(model.normalization.unit_affine(stack.affine), dtype=torch.float32))
             sigma_vox.append(torch.as_tensor(sig / stack.spacing, dtype=torch.float32))
             slice_axes.append(stack.slice_axis)
         self.ijk = torch.cat(idx).to(device)
@@ -245,13 +260,11 @@ def fit_stacks(
         if not m.any():
             raise InputError(f"{stack.name}: empty foreground (all voxels masked out or zero)")
     scale = float(np.percentile(stacks[0].data[fg[0]], 99.5)) or 1.0
-    stack_scale = [
-        float(np.mean(stacks[0].data[fg[0]]) / max(np.mean(s.data[m]), 1e-12))
-        for s, m in zip(stacks, fg, strict=True)
-    ]
-    ys = [
-        torch.as_tensor(s.data / scale * k, device=device) for s, k in zip(stacks, stack_scale, strict=True)
-    ]
+    # Stacks within CALIBRATION_TOLERANCE of the reference are taken as calibrated: the estimate itself is biased
+    # by ~0.5% by the stacks' different slice blurs. The INR stage refines every scale and offset.
+    stack_scale = [relative_intensity(stacks[0], fg[0], s, m) for s, m in zip(stacks, fg, strict=True)]
+    stack_scale = [k if abs(k - 1) > CALIBRATION_TOLERANCE else 1.0 for k in stack_scale]
+    ys = [torch.as_tensor(s.data / scale * k, device=device) for s, k in zip(stacks, stack_scale, strict=True)]
 
     normalization = Normalization.from_volumes([(s.shape, s.affine) for s in stacks])
     spec = field_spec(config, normalization, float(output.spacing.min()))
@@ -377,17 +390,11 @@ def _fit_errors(model, voxels, config, generator, stacks, scale, stack_scale) ->
     with torch.no_grad():
         unit, sid, base, target = voxels.sample(min(len(voxels), 200_000), config.psf_samples, generator)
         residual = torch.cat([model.residual_at_unit(u.reshape(-1, 3)) for u in unit.split(16384)])
-        pred = (base + residual.view(unit.shape[0], -1).mean(1)) * model.log_scale[sid].exp() + model.offset[
-            sid
-        ]
+        pred = (base + residual.view(unit.shape[0], -1).mean(1)) * model.log_scale[sid].exp() + model.offset[sid]
         for s, stack in enumerate(stacks):
             rows = sid == s
             unit_factor = scale / stack_scale[s]  # back to this stack's own intensities
-            rmse = (
-                float((pred[rows] - target[rows]).square().mean().sqrt()) * unit_factor
-                if rows.any()
-                else None
-            )
+            rmse = float((pred[rows] - target[rows]).square().mean().sqrt()) * unit_factor if rows.any() else None
             out.append(
                 {
                     "file": stack.name,
