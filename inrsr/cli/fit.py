@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..fit import FitConfig
+from ..config import FitConfig
 from .common import DeviceOpt, QuietOpt, ReportOpt, SeedOpt, handle_errors
 
 D = FitConfig()  # defaults live in the config dataclass
