@@ -30,7 +30,7 @@ class FitConfig:
     init: str = "tv"  # tv | tikhonov | mean | none
     tikhonov_iterations: int = 20  # CG; also the warm start of tv
     tikhonov_lambda: float = 1e-2
-    tv_iterations: int = 100  # L-BFGS
+    tv_iterations: int = 150  # L-BFGS
     tv_lambda: float = 1e-3
     auto_mask: bool = True
     seed: int = 0

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -38,6 +39,10 @@ from .volume import Volume
 class FitResult:
     model: SRModel
     report: dict[str, Any]
+
+
+VALIDATION_FRACTION = 0.05  # of the training voxels, held out to choose which INR weights to keep
+VALIDATION_LIMIT = 20_000
 
 
 def thicknesses(stacks: Sequence[Volume], thickness_mm: Sequence[float] | None) -> list[float]:
@@ -167,10 +172,26 @@ class _TrainingVoxels:
     def __len__(self) -> int:
         return len(self.target)
 
+    def split(self, fraction: float, limit: int, generator: torch.Generator) -> None:
+        """Hold out a random ``fraction`` (at most ``limit``) of the voxels for validation; training draws from
+        the rest."""
+        order = torch.randperm(len(self), generator=generator).to(self.device)
+        n_val = min(limit, int(fraction * len(self))) if len(self) >= 100 else 0
+        self.val_rows, self.train_rows = order[:n_val], order[n_val:]
+
     def sample(self, n: int, n_psf: int, generator: torch.Generator):
-        """``n`` random voxels: their PSF sample points in unit coordinates ``(n, n_psf, 3)``, stack ids,
-        base predictions and targets."""
-        sel = torch.randint(len(self), (n,), generator=generator).to(self.device)
+        """``n`` random training voxels: see :meth:`points`."""
+        pool = getattr(self, "train_rows", None)
+        if pool is None:
+            sel = torch.randint(len(self), (n,), generator=generator).to(self.device)
+        else:
+            sel = pool[torch.randint(len(pool), (n,), generator=generator).to(self.device)]
+        return self.points(sel, n_psf, generator)
+
+    def points(self, sel: torch.Tensor, n_psf: int, generator: torch.Generator):
+        """Voxels ``sel``: their PSF sample points in unit coordinates ``(n, n_psf, 3)``, stack ids, base
+        predictions and targets."""
+        n = len(sel)
         sid = self.stack_id[sel]
         offsets = torch.empty(n, n_psf, 3)
         sid_cpu = sid.cpu()
@@ -182,6 +203,12 @@ class _TrainingVoxels:
         a = self.unit_affines[sid]
         unit = torch.einsum("bij,bmj->bmi", a[:, :3, :3], points) + a[:, None, :3, 3]
         return unit, sid, self.base[sel], self.target[sel]
+
+
+def _predict(model: SRModel, unit: torch.Tensor, sid: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Stack intensities predicted from PSF sample points ``(n, n_psf, 3)`` (no autocast; for evaluation)."""
+    residual = torch.cat([model.residual_at_unit(u.reshape(-1, 3)) for u in unit.split(16384)])
+    return (base + residual.view(unit.shape[0], -1).mean(1)) * model.log_scale[sid].exp() + model.offset[sid]
 
 
 def fit_stacks(
@@ -280,7 +307,7 @@ def fit_stacks(
     voxels = _TrainingVoxels(model, stacks, fg, [y.cpu().numpy() for y in ys], base_preds, sigmas, device)
     if len(voxels) == 0:
         raise InputError("no stack voxel lies inside the output grid; check --like / the affines")
-    history = _train(model, voxels, config, generator, device, quiet)
+    history, validation = _train(model, voxels, config, generator, device, quiet)
     timings["inr_s"] = time.perf_counter() - t0
 
     per_stack = _fit_errors(model, voxels, config, generator, stacks, scale, stack_scale)
@@ -298,6 +325,7 @@ def fit_stacks(
         "final_loss": history[-1] if history else None,
         "loss_history": history[:: max(1, len(history) // 50)],
         "training_voxels": voxels.counts,
+        "inr_validation": validation,
         "stacks": per_stack,
     }
     return FitResult(model=model, report=report)
@@ -310,10 +338,10 @@ def _train(
     generator: torch.Generator,
     device: torch.device,
     quiet: bool,
-) -> list[float]:
+) -> tuple[list[float], dict[str, Any]]:
     """Adam on random voxel batches; learning rate: 5% linear warm-up, then cosine decay to 5%."""
     if config.steps <= 0:
-        return []
+        return [], {}
     params = [
         {"params": list(model.field.parameters()), "lr": config.lr},
         {"params": [model.log_scale, model.offset], "lr": config.lr * 0.1},
@@ -330,9 +358,22 @@ def _train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     use_amp = device.type == "cuda"
     history: list[float] = []
+    # Held-out voxels (fixed PSF points) decide which weights to keep: the INR's correction is kept only as far
+    # as it lowers the error on voxels it never trained on.
+    voxels.split(VALIDATION_FRACTION, VALIDATION_LIMIT, generator)
+    val = voxels.points(voxels.val_rows, config.psf_samples, generator) if len(voxels.val_rows) else None
+    eval_every = max(10, config.steps // 15)
+
+    def validation_error() -> float:
+        with torch.no_grad():
+            unit, sid, base, target = val
+            return float((_predict(model, unit, sid, base) - target).square().mean())
+
+    best = (validation_error(), 0, copy.deepcopy(model.state_dict())) if val is not None else None
+    validation = [(0, best[0])] if best else []
     model.train()
     with Progress(config.steps, "fitting INR", quiet=quiet) as bar:
-        for _ in range(config.steps):
+        for step in range(1, config.steps + 1):
             unit, sid, base, target = voxels.sample(config.batch_size, config.psf_samples, generator)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 residual = model.residual_at_unit(unit.reshape(-1, 3)).float()
@@ -347,9 +388,16 @@ def _train(
             opt.step()
             sched.step()
             history.append(float(loss.detach()))
+            if best is not None and (step % eval_every == 0 or step == config.steps):
+                err = validation_error()
+                validation.append((step, err))
+                if err < best[0]:
+                    best = (err, step, copy.deepcopy(model.state_dict()))
             bar.update(1, loss=history[-1])
+    if best is not None:
+        model.load_state_dict(best[2])
     model.eval()
-    return history
+    return history, {"validation_mse": validation, "kept_step": best[1] if best else config.steps}
 
 
 def _fit_errors(model, voxels, config, generator, stacks, scale, stack_scale) -> list[dict[str, Any]]:
@@ -357,8 +405,7 @@ def _fit_errors(model, voxels, config, generator, stacks, scale, stack_scale) ->
     out = []
     with torch.no_grad():
         unit, sid, base, target = voxels.sample(min(len(voxels), 200_000), config.psf_samples, generator)
-        residual = torch.cat([model.residual_at_unit(u.reshape(-1, 3)) for u in unit.split(16384)])
-        pred = (base + residual.view(unit.shape[0], -1).mean(1)) * model.log_scale[sid].exp() + model.offset[sid]
+        pred = _predict(model, unit, sid, base)
         for s, stack in enumerate(stacks):
             rows = sid == s
             unit_factor = scale / stack_scale[s]  # back to this stack's own intensities
