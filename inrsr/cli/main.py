@@ -7,6 +7,7 @@ import typer
 from .eval import eval_command
 from .fit import fit_command
 from .simulate import simulate_command
+from .train import train_command
 from .upsample import upsample_command
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.command("fit", no_args_is_help=True)(fit_command)
 app.command("upsample", no_args_is_help=True)(upsample_command)
 app.command("simulate", no_args_is_help=True)(simulate_command)
 app.command("eval", no_args_is_help=True)(eval_command)
+app.command("train", no_args_is_help=True)(train_command)
 
 
 def main() -> None:

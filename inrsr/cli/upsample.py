@@ -1,4 +1,4 @@
-"""``inrsr upsample``: arbitrary-resolution output from a fitted model."""
+"""``inrsr upsample``: arbitrary-resolution output from a fitted model, or from one low-res NIfTI volume."""
 
 from __future__ import annotations
 
@@ -12,28 +12,73 @@ from .common import DeviceOpt, QuietOpt, ReportOpt, handle_errors
 
 @handle_errors
 def upsample_command(
-    source: Annotated[Path, typer.Argument(help="A model saved by `inrsr fit --save-model` (.pt).")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A model saved by `inrsr fit --save-model` (.pt), or a low-res NIfTI volume (.nii, .nii.gz)."
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="NIfTI to write.")],
     spacing: Annotated[str | None, typer.Option(help="Output spacing 'S' or 'Sx,Sy,Sz' in mm.")] = None,
     like: Annotated[Path | None, typer.Option(help="Render onto exactly this reference's grid.")] = None,
     scale: Annotated[
-        str | None, typer.Option(help="Upsampling factor 'S' or 'Sx,Sy,Sz' relative to the model's grid.")
+        str | None,
+        typer.Option(
+            help="Upsampling factor 'S' or 'Sx,Sy,Sz' along the voxel axes of the model's grid or of the "
+            "NIfTI volume (e.g. 2.5, or 1,1,4 for through-plane only)."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Encoder-decoder checkpoint from `inrsr train` for a NIfTI SOURCE (default: the pretrained "
+            "weights shipped with inrsr, see docs/model_card.md).",
+        ),
     ] = None,
     report: ReportOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Render a fitted INR at any resolution or onto any grid, without refitting.
+    """Upsample to any resolution or onto any grid: one command for both kinds of SOURCE.
 
-    SOURCE is a model saved by `inrsr fit --save-model`; it is re-rendered over its fitted field of view
-    (axis-aligned with the fit's output grid) or onto --like's grid.
+    A fitted INR (SOURCE = a model from `inrsr fit --save-model`) is re-rendered without refitting, over its fitted
+    field of view (axis-aligned with the fit's output grid) or onto --like's grid.
+
+    A single low-res volume (SOURCE = a NIfTI file) is super-resolved in seconds by an encoder-decoder (ArSSR-style)
+    trained on high-/low-res pairs, with no per-subject fitting: the pretrained weights shipped with inrsr, or
+    --model from `inrsr train`. Any scale, different per axis; the output covers the input's field of view with
+    the same centre and axes, so it stays aligned with the input. Intensities are mapped from the input's robust
+    range to [0, 1] for the model and back.
 
     Examples:
 
-      inrsr upsample model.pt -o hr_05mm.nii.gz --spacing 0.5
+      inrsr upsample lr.nii.gz -o sr.nii.gz --scale 2.5
 
-      inrsr upsample model.pt -o on_t1.nii.gz --like t1.nii.gz
+      inrsr upsample thick_slices.nii.gz -o sr.nii.gz --scale 1,1,4 --report report.json
+
+      inrsr upsample lr.nii.gz -o sr.nii.gz --like t1.nii.gz --model my_model.pt
+
+      inrsr upsample model.pt -o hr_05mm.nii.gz --spacing 0.5
     """
+    from ..errors import InputError
+    from ..io.checkpoints import is_checkpoint
+    from .fit import check_output_path
+
+    check_output_path(output)
+    if sum(x is not None for x in (spacing, like, scale)) != 1:
+        raise InputError("give exactly one of --spacing, --like or --scale")
+    if not source.exists():
+        raise InputError(f"{source}: no such file")
+    if is_checkpoint(source):
+        if model is not None:
+            raise InputError("--model applies to a NIfTI SOURCE; a fitted model SOURCE is rendered as is")
+        _render_fitted(source, output, spacing, like, scale, report, device, quiet)
+    else:
+        _super_resolve(source, output, spacing, like, scale, model, report, device, quiet)
+
+
+def _render_fitted(source, output, spacing, like, scale, report, device, quiet) -> None:
     import time
 
     import numpy as np
@@ -41,21 +86,16 @@ def upsample_command(
     from .. import geometry
     from ..devices import resolve_device
     from ..errors import InputError
-    from ..io.checkpoints import is_checkpoint, load_checkpoint
+    from ..io.checkpoints import load_checkpoint
     from ..io.nifti import load_volume, save_volume
     from ..model import CHECKPOINT_KIND, model_from_checkpoint
     from ..render import render
-    from .fit import check_output_path, write_json
+    from .fit import write_json
 
-    check_output_path(output)
-    if sum(x is not None for x in (spacing, like, scale)) != 1:
-        raise InputError("give exactly one of --spacing, --like or --scale")
-    if not source.exists():
-        raise InputError(f"{source}: no such file")
-    if not is_checkpoint(source):
+    payload = load_checkpoint(source)
+    if payload.get("kind") == "arssr":
         raise InputError(
-            f"{source}: not an inrsr model checkpoint (a NIfTI volume needs the encoder-decoder "
-            "mode, which this version does not provide)"
+            f"{source}: is an encoder-decoder model; give a low-res NIfTI volume as SOURCE and this file as --model"
         )
     payload = load_checkpoint(source, kind=CHECKPOINT_KIND)
     model = model_from_checkpoint(payload)
@@ -84,6 +124,49 @@ def upsample_command(
             },
         )
     if not quiet:
+        print(f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm")
+
+
+def _super_resolve(source, output, spacing, like, scale, model, report, device, quiet) -> None:
+    import time
+
+    import numpy as np
+
+    from ..arssr.infer import load_model, output_scale, target_grid, upsample_volume
+    from ..devices import resolve_device
+    from ..io.nifti import load_volume, save_volume
+    from .fit import write_json
+
+    volume = load_volume(source)
+    grid = target_grid(volume, scale=scale, spacing=spacing, like=load_volume(like).grid if like else None)
+    net, model_name = load_model(model)
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    image, norm = upsample_volume(net, volume, grid, device=dev, quiet=quiet)
+    elapsed = time.perf_counter() - t0
+    save_volume(output, image, grid.affine)
+    if report is not None:
+        write_json(
+            report,
+            {
+                "source": str(source),
+                "mode": "encoder-decoder",
+                "model": model_name,
+                "architecture": net.metadata()["arch"],
+                "output": str(output),
+                "input_shape": list(volume.shape),
+                "input_spacing_mm": volume.spacing.tolist(),
+                "shape": list(grid.shape),
+                "spacing_mm": grid.spacing.tolist(),
+                "affine": np.asarray(grid.affine).tolist(),
+                "scale": output_scale(volume, grid).tolist(),
+                "intensity_normalisation": {"low": norm.low, "high": norm.high} | net.metadata()["intensity"],
+                "device": str(dev),
+                "inference_s": elapsed,
+            },
+        )
+    if not quiet:
         print(
-            f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm"
+            f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm "
+            f"({elapsed:.1f} s)"
         )
