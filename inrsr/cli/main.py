@@ -6,6 +6,7 @@ import typer
 
 from .eval import eval_command
 from .fit import fit_command
+from .recon import recon_command
 from .simulate import simulate_command
 from .train import train_command
 from .upsample import upsample_command
@@ -17,7 +18,8 @@ app = typer.Typer(
         "Examples:\n\n"
         "  inrsr fit axial.nii.gz coronal.nii.gz sagittal.nii.gz -o hr.nii.gz --spacing 1\n\n"
         "  inrsr upsample model.pt -o hr_05mm.nii.gz --spacing 0.5\n\n"
-        "  inrsr eval hr.nii.gz reference.nii.gz --mask brain.nii.gz --json metrics.json"
+        "  inrsr eval hr.nii.gz reference.nii.gz --mask brain.nii.gz --json metrics.json\n\n"
+        "  inrsr recon cine_sax.mat --accel 8 -o cine.nii.gz"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -28,6 +30,7 @@ app.command("upsample", no_args_is_help=True)(upsample_command)
 app.command("simulate", no_args_is_help=True)(simulate_command)
 app.command("eval", no_args_is_help=True)(eval_command)
 app.command("train", no_args_is_help=True)(train_command)
+app.command("recon", no_args_is_help=True)(recon_command)
 
 
 def main() -> None:

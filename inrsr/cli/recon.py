@@ -17,18 +17,12 @@ KspaceArg = Annotated[
     Path,
     typer.Argument(metavar="KSPACE", help="k-space .mat file (MATLAB v7.3 or v5), CMRxRecon layout."),
 ]
-OutputOpt = Annotated[
-    Path, typer.Option("--output", "-o", help="Output magnitude NIfTI, shaped (x, y, slice, t).")
-]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output magnitude NIfTI, shaped (x, y, slice, t).")]
 KeyOpt = Annotated[
     str | None,
-    typer.Option(
-        "--key", help="The k-space variable (default: kspace_full, kspace_subNN, kus, kspace_single_*)."
-    ),
+    typer.Option("--key", help="The k-space variable (default: kspace_full, kspace_subNN, kus, kspace_single_*)."),
 ]
-SlicesOpt = Annotated[
-    str | None, typer.Option("--slices", help="Slices to reconstruct, e.g. 0,3 (default: all).")
-]
+SlicesOpt = Annotated[str | None, typer.Option("--slices", help="Slices to reconstruct, e.g. 0,3 (default: all).")]
 AccelOpt = Annotated[
     int | None,
     typer.Option(
@@ -40,41 +34,29 @@ AccelOpt = Annotated[
 AcsOpt = Annotated[int, typer.Option("--acs", help="Central fully sampled ky lines of the --accel mask.")]
 MaskOpt = Annotated[
     str | None,
-    typer.Option(
-        "--mask", help="Sampling mask FILE[:VAR], (kx, ky) or k-t (kx, ky, t) (default: from the data)."
-    ),
+    typer.Option("--mask", help="Sampling mask FILE[:VAR], (kx, ky) or k-t (kx, ky, t) (default: from the data)."),
 ]
 RefOpt = Annotated[
     str | None,
     typer.Option("--ref", help="Fully sampled k-space .mat for the metrics (never used for fitting)."),
 ]
-MethodOpt = Annotated[
-    str, typer.Option("--method", help="inr, or zerofill (coil-combined zero-filled baseline).")
-]
-EncodingOpt = Annotated[
-    str, typer.Option("--encoding", help="hash (hash grid) or fourier (Fourier features).")
-]
+MethodOpt = Annotated[str, typer.Option("--method", help="inr, or zerofill (coil-combined zero-filled baseline).")]
+EncodingOpt = Annotated[str, typer.Option("--encoding", help="hash (hash grid) or fourier (Fourier features).")]
 CoilsOpt = Annotated[
     str, typer.Option("--coils", help="espirit (maps from the ACS lines) or joint (a coil INR learned too).")
 ]
 LossOpt = Annotated[str, typer.Option("--loss", help="k-space loss: l2 or huber.")]
 TvSpaceOpt = Annotated[float, typer.Option("--tv-space", help="Weight of the spatial total variation.")]
 TvTimeOpt = Annotated[float, typer.Option("--tv-time", help="Weight of the temporal total variation.")]
-DcOpt = Annotated[
-    bool, typer.Option("--dc/--no-dc", help="Final hard data consistency with the measured k-space.")
-]
+DcOpt = Annotated[bool, typer.Option("--dc/--no-dc", help="Final hard data consistency with the measured k-space.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Most optimisation steps per slice.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (decays 3x over --steps).")]
 HoldoutOpt = Annotated[
     float,
     typer.Option("--holdout", help="Share of sampled lines outside the ACS held out to choose the step."),
 ]
-PatienceOpt = Annotated[
-    int, typer.Option("--patience", help="Stop after this many steps without held-out gain.")
-]
-SpacingOpt = Annotated[
-    str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: slice distance).")
-]
+PatienceOpt = Annotated[int, typer.Option("--patience", help="Stop after this many steps without held-out gain.")]
+SpacingOpt = Annotated[str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: slice distance).")]
 SaveMatOpt = Annotated[
     Path | None,
     typer.Option("--save-mat", help="Also write img4ranking (single, x y slice t) to this .mat (v7.3)."),

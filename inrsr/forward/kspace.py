@@ -4,8 +4,8 @@ One FFT convention everywhere (forward model, data consistency, zero-filled imag
 2D FFT over the last two axes, ``k = fftshift(fft2(ifftshift(x), norm="ortho"))``. The last two axes are
 ``(x, y)`` in the image and ``(kx, ky)`` in k-space: readout first, phase encode second.
 
-Operators follow sigpy's ``Linop``: each has an input shape ``ishape`` and an output shape ``oshape``, a public
-:meth:`Linop.apply` that validates the input shape and delegates to ``_apply``, an adjoint ``.H``, and
+Operators follow sigpy's ``Linop``: each has an input shape ``ishape`` and an output shape ``oshape``, a
+public :meth:`Linop.apply` that validates the input shape and delegates to ``_apply``, an adjoint ``.H``, and
 composition with ``*`` (``A * B`` applies ``B`` first). SENSE is ``Multiply(mask) * FFT2c * Coils(maps)``.
 All operate on complex ``torch`` tensors.
 """
@@ -15,6 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+
+def centring_signs(nx: int, ny: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For even ``nx`` and ``ny``: ``(c_in, c_out)``, ``(nx, ny)`` real checkerboards with
+    ``fft2c(x) = c_out * fft2(c_in * x)`` and ``ifft2c(k) = c_out * ifft2(c_in * k)`` (orthonormal), which
+    replace the four shifts by two products (a shift by ``n / 2`` is a modulation by ``(-1)^i``); None when a
+    size is odd."""
+    if nx % 2 or ny % 2:
+        return None
+    sx = 1 - 2 * (torch.arange(nx, device=device) % 2)
+    sy = 1 - 2 * (torch.arange(ny, device=device) % 2)
+    c_in = (sx[:, None] * sy[None, :]).to(torch.float32)
+    sign = -1.0 if (nx // 2 + ny // 2) % 2 else 1.0
+    return c_in, c_in * sign
 
 
 def fft2c(x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +44,8 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
 
 
 def rss(coil_images: torch.Tensor, dim: int = -3) -> torch.Tensor:
-    """Root-sum-of-squares coil combination over ``dim`` (coils; ``(..., C, X, Y) -> (..., X, Y)`` by default)."""
+    """Root-sum-of-squares coil combination over ``dim`` (coils; ``(..., C, X, Y) -> (..., X, Y)`` by
+    default)."""
     return torch.sqrt((coil_images.real**2 + coil_images.imag**2).sum(dim))
 
 
@@ -99,7 +114,8 @@ class FFT2c(Linop):
 
 
 class Multiply(Linop):
-    """Element-wise product with a fixed (broadcastable) tensor, e.g. a sampling mask; adjoint: the conjugate."""
+    """Element-wise product with a fixed (broadcastable) tensor, e.g. a sampling mask; adjoint: the
+    conjugate."""
 
     def __init__(self, shape: Sequence[int], factor: torch.Tensor) -> None:
         super().__init__(shape, shape)
@@ -149,7 +165,8 @@ class _CoilCombine(Linop):
 def sense_operator(maps: torch.Tensor, mask: torch.Tensor, batch: Sequence[int] = ()) -> Linop:
     """``mask * FFT2c * Coils(maps)``: image ``(*batch, X, Y)`` -> masked k-space ``(*batch, C, X, Y)``.
 
-    ``mask`` must broadcast to ``(*batch, C, X, Y)`` (e.g. ``(T, 1, X, Y)`` for a k-t mask shared by the coils).
+    ``mask`` must broadcast to ``(*batch, C, X, Y)`` (e.g. ``(T, 1, X, Y)`` for a k-t mask shared by the
+    coils).
     """
     coils = Coils(maps, batch)
     return Multiply(coils.oshape, mask.to(maps.dtype)) * FFT2c(coils.oshape) * coils

@@ -1,16 +1,18 @@
 """Reading CMRxRecon-style k-space and masks from MATLAB ``.mat`` files, and writing ``.mat`` results.
 
 Two container formats are read: MATLAB v7.3 (HDF5 with a 512-byte MATLAB header; complex arrays are a compound
-dtype with ``real`` and ``imag`` fields; h5py sees the dimensions *reversed*) and MATLAB v5 (``scipy.io``; MATLAB's
-own order). Axes are always taken from the format and the variable's layout, never guessed from their lengths.
+dtype with ``real`` and ``imag`` fields; h5py sees the dimensions *reversed*) and MATLAB v5 (``scipy.io``;
+MATLAB's own order). Axes are always taken from the format and the variable's layout, never guessed from their
+lengths.
 
 Layouts, in MATLAB order:
 
 - multi-coil cine ``(kx, ky, coils, slices, t)`` (``kspace_full``, ``kspace_subNN``, ``kus``; any 5D variable)
 - single-coil cine ``(kx, ky, slices, t)`` (``kspace_single_full``, ``kspace_single_subNN``; any 4D variable)
 
-``kx`` is the readout, ``ky`` the phase encode. One slice is returned as ``(t, coils, kx, ky)`` complex64 and read
-on its own, so a 1 GB file never sits in memory whole (v7.3). Masks are ``(kx, ky)`` or k-t ``(kx, ky, t)``.
+``kx`` is the readout, ``ky`` the phase encode. One slice is returned as ``(t, coils, kx, ky)`` complex64
+and read on its own, so a 1 GB file never sits in memory whole (v7.3). Masks are ``(kx, ky)`` or k-t ``(kx,
+ky, t)``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ MASK_PATTERNS = (r"mask", r"mask\d+")
 
 @dataclass(frozen=True)
 class KSpaceInfo:
-    """What a k-space variable holds. Sizes follow the MATLAB layout; ``multicoil`` is False for 4D single-coil."""
+    """What a k-space variable holds. Sizes follow the MATLAB layout; ``multicoil`` is False for 4D
+    single-coil."""
 
     path: str
     key: str
@@ -81,8 +84,8 @@ def _check_file(path: str | os.PathLike) -> Path:
 class MatFile:
     """A ``.mat`` file opened for reading (v7.3 via h5py, or v5 via scipy), as a context manager.
 
-    ``variables()`` lists the numeric arrays with their MATLAB shapes; ``array(name)`` reads one whole (masks);
-    :class:`KSpaceReader` reads k-space slice by slice.
+    ``variables()`` lists the numeric arrays with their MATLAB shapes; ``array(name)`` reads one whole
+    (masks); :class:`KSpaceReader` reads k-space slice by slice.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -123,7 +126,8 @@ class MatFile:
 
     # -- listing -------------------------------------------------------------------------------------------
     def variables(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        """``name -> (MATLAB shape, kind)`` for the numeric arrays in the file (kind: complex or real dtype)."""
+        """``name -> (MATLAB shape, kind)`` for the numeric arrays in the file (kind: complex or real
+        dtype)."""
         out: dict[str, tuple[tuple[int, ...], str]] = {}
         if self._h5 is not None:
             import h5py
@@ -150,7 +154,8 @@ class MatFile:
         return ", ".join(f"{n} {'x'.join(map(str, s))} {k}" for n, (s, k) in vs.items())
 
     def find(self, patterns: tuple[str, ...], what: str) -> str:
-        """The one variable whose name matches the first pattern that matches any; errors list what is there."""
+        """The one variable whose name matches the first pattern that matches any; errors list what is
+        there."""
         names = list(self.variables())
         for pattern in patterns:
             hits = [n for n in names if re.fullmatch(pattern, n)]
@@ -195,7 +200,9 @@ class MatFile:
             try:
                 part = ds[tuple(sel)]
             except OSError as exc:
-                raise InputError(f"{self.path}: cannot read {name!r}, file truncated or corrupt ({_short(exc)})") from None
+                raise InputError(
+                    f"{self.path}: cannot read {name!r}, file truncated or corrupt ({_short(exc)})"
+                ) from None
             return _from_h5(part).transpose()
         return np.take(np.asarray(ds), index, axis=axis)
 
@@ -275,7 +282,8 @@ class KSpaceReader:
 
 
 def read_mask(spec: str) -> tuple[np.ndarray, str]:
-    """A mask from ``FILE[:VAR]`` as bool in MATLAB order, ``(kx, ky)`` or ``(kx, ky, t)``, and its variable name."""
+    """A mask from ``FILE[:VAR]`` as bool in MATLAB order, ``(kx, ky)`` or ``(kx, ky, t)``, and its variable
+    name."""
     path, var = spec, None
     if ":" in spec and not Path(spec).exists():
         path, var = spec.rsplit(":", 1)
@@ -311,7 +319,8 @@ _MATLAB_CLASS = {
 
 
 def matlab_header(text: str = "MATLAB 7.3 MAT-file") -> bytes:
-    """The 128-byte MATLAB header of a v7.3 file: text padded to 116 bytes, subsystem offset, version, 'IM'."""
+    """The 128-byte MATLAB header of a v7.3 file: text padded to 116 bytes, subsystem offset, version,
+    'IM'."""
     created = time.strftime("%a %b %d %H:%M:%S %Y")
     line = f"{text}, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
     head = line.encode("ascii")[:116].ljust(116, b" ")

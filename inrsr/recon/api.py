@@ -1,6 +1,8 @@
-"""The ``recon`` pipeline: read k-space slice by slice, build the mask, reconstruct, score against a reference.
+"""The ``recon`` pipeline: read k-space slice by slice, build the mask, reconstruct, score against a
+reference.
 
-:func:`reconstruct_file` is what the CLI calls; :func:`reconstruct_slice` works on arrays (benchmarks, notebooks).
+:func:`reconstruct_file` is what the CLI calls; :func:`reconstruct_slice` works on arrays (benchmarks,
+notebooks).
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ import torch
 
 from ..devices import resolve_device, seed_everything
 from ..errors import InputError
-from ..forward.kspace import ifft2c
 from ..io.kspace import KSpaceReader, read_mask
 from ..progress import Progress
 from . import masks as M
 from .coils import calibration_block, espirit_maps
-from .scoring import ranking_slices, score_cine
 from .config import ReconConfig
+from .scoring import ranking_slices, score_cine
 from .solver import data_consistency, fit_slice, lowres_maps, zero_filled
 
 
@@ -37,7 +38,11 @@ class ReconResult:
 
 
 def build_mask(
-    kspace: np.ndarray, config: ReconConfig, file_mask: np.ndarray | None, mask_name: str | None, name_accel: int | None
+    kspace: np.ndarray,
+    config: ReconConfig,
+    file_mask: np.ndarray | None,
+    mask_name: str | None,
+    name_accel: int | None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The sampling mask ``(t, kx, ky)`` of one slice, the k-space restricted to it, and whether the input was
     fully sampled (then the input is the reference)."""
@@ -93,7 +98,8 @@ def reconstruct_slice(
     slice_index: int = 0,
     device: torch.device | None = None,
 ) -> SliceResult:
-    """Reconstruct one slice. ``kspace (t, C, kx, ky)`` complex (zero where unsampled), ``mask (t, kx, ky)``."""
+    """Reconstruct one slice. ``kspace (t, C, kx, ky)`` complex (zero where unsampled), ``mask (t, kx,
+    ky)``."""
     device = device or resolve_device(config.device)
     start = time.perf_counter()
     kspace = np.where(mask[:, None], kspace, 0).astype(np.complex64)
@@ -164,7 +170,11 @@ def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
             if ref_reader is not None:
                 r = ref_reader.info
                 if (r.nx, r.ny, r.n_coils, r.n_slices, r.n_frames) != (
-                    info.nx, info.ny, info.n_coils, info.n_slices, info.n_frames
+                    info.nx,
+                    info.ny,
+                    info.n_coils,
+                    info.n_slices,
+                    info.n_frames,
                 ):
                     raise InputError(f"{config.ref}: reference k-space shape differs from {path}")
             images, per_slice = [], []

@@ -2,11 +2,11 @@
 
 The calibration block is the time-averaged k-space of the central fully sampled ky lines. Its block-Hankel
 (calibration) matrix gives, after an SVD, the signal subspace as a set of k-space kernels; in the image domain
-this becomes, at every pixel, a ``C x C`` Hermitian matrix ``G(r) = A(r) A(r)^H`` whose dominant eigenvector is
-the coil sensitivity vector. ``G`` is a trigonometric polynomial with at most ``2k - 1`` frequencies per axis
-(``k`` = kernel width), so it is computed exactly on a small grid and Fourier-interpolated to the full image,
-never through ``C x n_kernels`` full-size FFTs. Maps are unit root-sum-of-squares at every pixel; their phase is
-taken relative to the dominant virtual coil of the calibration data.
+this becomes, at every pixel, a ``C x C`` Hermitian matrix ``G(r) = A(r) A(r)^H`` whose dominant eigenvector
+is the coil sensitivity vector. ``G`` is a trigonometric polynomial with at most ``2k - 1`` frequencies per
+axis (``k`` = kernel width), so it is computed exactly on a small grid and Fourier-interpolated to the full
+image, never through ``C x n_kernels`` full-size FFTs. Maps are unit root-sum-of-squares at every pixel; their
+phase is taken relative to the dominant virtual coil of the calibration data.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 
 def calibration_block(kspace: np.ndarray, mask: np.ndarray, acs: tuple[int, int], width_x: int) -> np.ndarray:
-    """Time-averaged ACS k-space ``(C, width_x, acs_lines)`` from ``kspace (t, C, kx, ky)`` and ``mask (t, kx, ky)``.
+    """Time-averaged ACS k-space ``(C, width_x, acs_lines)`` from ``kspace (t, C, kx, ky)`` and ``mask (t,
+    kx, ky)``.
 
     Each point is averaged over the frames where it was sampled.
     """
@@ -36,7 +37,8 @@ def espirit_maps(
     threshold: float = 0.02,
     chunk: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ESPIRiT maps ``(C, X, Y)`` complex64 with unit RSS, and the dominant eigenvalue ``(X, Y)`` (about 1 inside
+    """ESPIRiT maps ``(C, X, Y)`` complex64 with unit RSS, and the dominant eigenvalue ``(X, Y)`` (about 1
+    inside
     the object, lower where no coil sees signal), from a calibration block ``(C, cx, cy)``."""
     n_coils, cx, cy = calib.shape
     nx, ny = shape
@@ -49,7 +51,8 @@ def espirit_maps(
     rows = patches.transpose(1, 2, 0, 3, 4).reshape(-1, n_coils * kx * ky)
     _, s, vh = np.linalg.svd(rows.astype(np.complex128), full_matrices=False)
     keep = int(np.sum(s > threshold * s[0]))
-    # The patches (rows) lie in the span of the rows of vh: kernels[j, c, o] = basis vector j at coil c, offset o.
+    # The patches (rows) lie in the span of the rows of vh: kernels[j, c, o] = basis vector j at coil c,
+    # offset o.
     kernels = vh[:keep].reshape(keep, n_coils, kx, ky)
 
     # A_j(r)[c] = sum_o V[(c, o), j] exp(+2 pi i o.r); G(r) = sum_j A_j A_j^H, sampled exactly on an M grid.

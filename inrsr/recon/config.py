@@ -30,7 +30,7 @@ class ReconConfig:
     tv_time: float = 0.004
     dc: bool = True
     steps: int = 300
-    lr: float = 1e-2
+    lr: float = 3e-2
     holdout: float = 0.05
     patience: int = 60
     n_levels: int = 16
@@ -44,8 +44,12 @@ class ReconConfig:
     quiet: bool = False
 
     def validate(self) -> None:
-        choices = {"method": ("inr", "zerofill"), "encoding": ("hash", "fourier"), "coils": ("espirit", "joint"),
-                   "loss": ("l2", "huber")}
+        choices = {
+            "method": ("inr", "zerofill"),
+            "encoding": ("hash", "fourier"),
+            "coils": ("espirit", "joint"),
+            "loss": ("l2", "huber"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -72,6 +76,7 @@ class ReconConfig:
             tv_time=self.tv_time,
             steps=self.steps,
             lr=self.lr,
+            lr_final=self.lr / 3,
             patience=self.patience,
             joint_coils=self.coils == "joint",
         )

@@ -13,14 +13,16 @@ DEFAULT_ACS = 24
 
 
 def acs_range(ny: int, acs: int) -> tuple[int, int]:
-    """The central ``acs`` ky lines as ``[start, stop)``; the centre line ``ny // 2`` is ky = 0 (centred FFT)."""
+    """The central ``acs`` ky lines as ``[start, stop)``; the centre line ``ny // 2`` is ky = 0 (centred
+    FFT)."""
     acs = max(0, min(int(acs), ny))
     start = ny // 2 - acs // 2
     return start, start + acs
 
 
 def challenge_lines(ny: int, accel: int, acs: int = DEFAULT_ACS) -> np.ndarray:
-    """CMRxRecon 2023 rule, ``(ny,)`` bool: the central ``acs`` lines plus every ``accel``-th line from the first."""
+    """CMRxRecon 2023 rule, ``(ny,)`` bool: the central ``acs`` lines plus every ``accel``-th line from the
+    first."""
     if accel < 1:
         raise InputError(f"--accel must be >= 1, got {accel}")
     if acs < 0 or acs > ny:
@@ -64,9 +66,7 @@ def mask_from_file(mask: np.ndarray, nx: int, ny: int, nt: int, name: str) -> np
             raise InputError(f"mask {name}: shape {mask.shape} does not match the k-space (kx, ky) = {(nx, ny)}")
         return np.ascontiguousarray(np.broadcast_to(mask[None], (nt, nx, ny)))
     if mask.shape != (nx, ny, nt):
-        raise InputError(
-            f"mask {name}: shape {mask.shape} does not match the k-space (kx, ky, t) = {(nx, ny, nt)}"
-        )
+        raise InputError(f"mask {name}: shape {mask.shape} does not match the k-space (kx, ky, t) = {(nx, ny, nt)}")
     return np.ascontiguousarray(mask.transpose(2, 0, 1))
 
 
@@ -81,7 +81,8 @@ def effective_accel(mask: np.ndarray) -> float:
 
 
 def detect_acs(mask: np.ndarray) -> tuple[int, int]:
-    """The contiguous run of ky lines around the centre that is fully sampled in every frame, ``[start, stop)``."""
+    """The contiguous run of ky lines around the centre that is fully sampled in every frame, ``[start,
+    stop)``."""
     full = mask.all(axis=(0, 1))  # (ky,)
     ny = full.shape[0]
     c = ny // 2
@@ -96,7 +97,8 @@ def detect_acs(mask: np.ndarray) -> tuple[int, int]:
 
 
 def nominal_accel(mask: np.ndarray) -> float | None:
-    """The nominal acceleration, from the mask itself: the step of a regular line pattern (``every R-th line``),
+    """The nominal acceleration, from the mask itself: the step of a regular line pattern (``every R-th
+    line``),
     else the acceleration outside the ACS region."""
     step = regular_step(mask)
     if step is not None:
@@ -131,7 +133,8 @@ def regular_step(mask: np.ndarray) -> int | None:
 def holdout_split(
     mask: np.ndarray, acs: tuple[int, int], fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split a mask into (training, held-out): a random ``fraction`` of the sampled ``(t, ky)`` lines outside the
+    """Split a mask into (training, held-out): a random ``fraction`` of the sampled ``(t, ky)`` lines
+    outside the
     ACS is held out (at least one when ``fraction > 0`` and any exist). Returns two ``(t, kx, ky)`` masks."""
     lines = sampled_lines(mask).copy()
     lines[:, acs[0] : acs[1]] = False

@@ -1,10 +1,10 @@
 """The continuous models of one cine slice: a complex image field over ``(x, y, t)`` and a coil-map field.
 
 Coordinates are normalised to ``[-1, 1]`` per axis with the first and last pixel (frame) centres at the ends,
-the convention of :class:`~inrsr.encodings.HashGridEncoding`. Training evaluates the field at every pixel of every
-frame, always the same points: there a hash grid's features are the multilinear upsampling of each level's vertex
-grid, which :func:`grid_features` computes separably with matrix products (same numbers as the encoding; other
-encodings are evaluated point by point).
+the convention of :class:`~inrsr.encodings.HashGridEncoding`. Training evaluates the field at every pixel of
+every frame, always the same points: there a hash grid's features are the multilinear upsampling of each
+level's vertex grid, which :func:`grid_features` computes separably with matrix products (same numbers as the
+encoding; other encodings are evaluated point by point).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def grid_coords(shape: Sequence[int], device: torch.device | str = "cpu") -> tor
 
 
 def interpolation_matrix(n: int, r: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``(n, r)``: linear interpolation from ``r`` grid vertices to ``n`` pixels, both spanning ``[-1, 1]`` with
+    """``(n, r)``: linear interpolation from ``r`` grid vertices to ``n`` pixels, both spanning ``[-1, 1]``
+    with
     the end vertices on the end pixels (the hash grid's convention)."""
     u = torch.linspace(-1, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     pos = (u + 1) * 0.5 * (r - 1)
@@ -45,9 +46,9 @@ def grid_features(
     """The encoding at every point of a pixel grid, channels first: ``(out_dim, *[shape[a] for a in order])``.
 
     ``shape`` is in the encoding's coordinate order; ``order`` (default: as is) permutes the output axes.
-    For a hash grid each level's vertex grid (:meth:`HashGridEncoding.level_grids`) is resampled separably, one
-    matrix product per axis (multilinear interpolation is separable): the same values as the encoding at those
-    points, with a backward pass made of matrix products too (several times faster on a CPU than
+    For a hash grid each level's vertex grid (:meth:`HashGridEncoding.level_grids`) is resampled separably,
+    one matrix product per axis (multilinear interpolation is separable): the same values as the encoding at
+    those points, with a backward pass made of matrix products too (several times faster on a CPU than
     ``interpolate``'s).
     """
     shape = tuple(int(n) for n in shape)
@@ -72,7 +73,8 @@ def grid_features(
 
 
 def head_channels_first(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply an MLP of ``Linear`` and ``ReLU`` layers to channels-first features ``(D, *grid)`` -> ``(out, *grid)``
+    """Apply an MLP of ``Linear`` and ``ReLU`` layers to channels-first features ``(D, *grid)`` -> ``(out,
+    *grid)``
     without moving the channels last (one matrix product per layer)."""
     grid = x.shape[1:]
     h = x.reshape(x.shape[0], -1)
@@ -144,7 +146,8 @@ class CineField(nn.Module):
 
 
 class CoilField(nn.Module):
-    """Coil sensitivities as a small field over ``(x, y)``: ``(C, x, y)`` complex with unit root-sum-of-squares."""
+    """Coil sensitivities as a small field over ``(x, y)``: ``(C, x, y)`` complex with unit
+    root-sum-of-squares."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Writing what ``recon`` produced: the magnitude NIfTI, the challenge ``.mat``, the JSON report, a printed table."""
+"""Writing what ``recon`` produced: the magnitude NIfTI, the challenge ``.mat``, the JSON report, a printed
+table."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ def write_outputs(
     if save_mat is not None:
         write_mat73(save_mat, {"img4ranking": result.magnitude.astype(np.float32)})
     if report is not None:
-        rep = {**result.report, "outputs": {"nifti": str(output), "mat": str(save_mat) if save_mat else None},
-               "spacing_mm": list(spacing_mm)}
+        rep = {
+            **result.report,
+            "outputs": {"nifti": str(output), "mat": str(save_mat) if save_mat else None},
+            "spacing_mm": list(spacing_mm),
+        }
         with atomic_path(report) as tmp:
             tmp.write_text(json.dumps(rep, indent=2, default=_jsonable))
 
@@ -51,27 +55,41 @@ def print_summary(result: ReconResult, output: Path) -> None:
     console.print(
         f"{info['path']}: {info['key']} ({info['nx']} kx x {info['ny']} ky, {info['n_coils']} coils, "
         f"{info['n_slices']} slices, {info['n_frames']} frames, MATLAB v{info['version']})",
-        highlight=False, markup=False, soft_wrap=True,
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     table = Table()
-    for col in ("slice", "R nominal", "R effective", "best step", "time (s)"):
-        table.add_column(col, justify="right")
-    methods = []
-    if rep["slices"] and "metrics" in rep["slices"][0]:
-        methods = list(rep["slices"][0]["metrics"])
-        for m in methods:
-            table.add_column(f"{m} PSNR crop / full", justify="right")
-            table.add_column(f"{m} SSIM crop", justify="right")
-            table.add_column(f"{m} NMSE crop", justify="right")
+    for col in (
+        "slice",
+        "R (eff.)",
+        "step",
+        "time (s)",
+        "method",
+        "PSNR crop",
+        "SSIM crop",
+        "NMSE crop",
+        "PSNR full",
+    ):
+        table.add_column(col, justify="left" if col == "method" else "right")
     for e in rep["slices"]:
-        nominal = f"{e['nominal_accel']:.1f}" if e.get("nominal_accel") else "-"
-        row = [str(e["slice"]), nominal, f"{e['effective_accel']:.2f}",
-               f"{e['best_step']}/{e['steps_run']}" if "best_step" in e else "-", f"{e['seconds']:.1f}"]
-        for m in methods:
-            s = e["metrics"][m]
-            row += [f"{s['crop']['psnr']:.2f} / {s['full']['psnr']:.2f}", f"{s['crop']['ssim']:.4f}",
-                    f"{s['crop']['nmse']:.4f}"]
-        table.add_row(*row)
+        nominal = f"{e['nominal_accel']:.0f}" if e.get("nominal_accel") else "-"
+        first = [
+            str(e["slice"]),
+            f"{nominal} ({e['effective_accel']:.1f}x)",
+            f"{e['best_step']}/{e['steps_run']}" if "best_step" in e else "-",
+            f"{e['seconds']:.1f}",
+        ]
+        metrics = e.get("metrics") or {"": None}
+        for i, (m, s) in enumerate(metrics.items()):
+            lead = first if i == 0 else [""] * 4
+            if s is None:
+                table.add_row(*lead, "", "", "", "", "")
+            else:
+                c = s["crop"]
+                table.add_row(
+                    *lead, m, f"{c['psnr']:.2f}", f"{c['ssim']:.4f}", f"{c['nmse']:.4f}", f"{s['full']['psnr']:.2f}"
+                )
     console.print(table)
     for m, s in rep.get("summary", {}).items():
         line = f"{m}: mean crop PSNR {s['crop']['psnr']:.2f} dB, SSIM {s['crop']['ssim']:.4f}"

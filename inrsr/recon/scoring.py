@@ -1,7 +1,8 @@
 """CMRxRecon 2023 scoring: per-image max normalisation, skimage PSNR / SSIM, NMSE, and the ranking crop.
 
-Every 2D image (one slice, one frame) is scored on its own: the reference and the prediction are each divided by
-their own maximum, PSNR uses ``data_range = gt.max()`` (skimage), SSIM skimage's default 7 x 7 window, and
+Every 2D image (one slice, one frame) is scored on its own: the reference and the prediction are each
+divided by their own maximum, PSNR uses ``data_range = gt.max()`` (skimage), SSIM skimage's default 7 x 7
+window, and
 ``NMSE = ||gt - pred||^2 / ||gt||^2``; figures are averaged over images. The challenge crop is the central
 ``round(nx / 3) x round(ny / 2)`` region (nx = readout, ny = phase-encode size) of the first 3 frames of the
 central 2 slices. Numbers are not comparable with the 2024/2025 editions (other normalisations).
@@ -43,7 +44,8 @@ def score_image(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def score_cine(gt: np.ndarray, pred: np.ndarray, crop: bool = False) -> dict[str, float]:
-    """Mean scores over the frames of one slice, ``(t, x, y)`` magnitudes; ``crop``: challenge crop, 3 frames."""
+    """Mean scores over the frames of one slice, ``(t, x, y)`` magnitudes; ``crop``: challenge crop, 3
+    frames."""
     gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.shape != pred.shape:
         raise ValueError(f"shapes differ: {gt.shape} vs {pred.shape}")

@@ -21,9 +21,7 @@ def _inner(a, b):
 
 def test_fft_convention_matches_numpy_centred_orthonormal():
     x = _rand((3, 8, 6))
-    ref = np.fft.fftshift(
-        np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
-    )
+    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     np.testing.assert_allclose(fft2c(x).numpy(), ref, atol=1e-12)
     np.testing.assert_allclose(ifft2c(fft2c(x)).numpy(), x.numpy(), atol=1e-12)
 
