@@ -3,8 +3,8 @@
 The public Python API; names are imported lazily so that ``import inrsr`` (and the CLI's ``--help``) stay fast.
 
 >>> import inrsr
->>> sorted(inrsr.__all__)[:3]
-['FitConfig', 'Grid', 'SRModel']
+>>> inrsr.FitConfig().encoding
+'hash'
 """
 
 from __future__ import annotations
