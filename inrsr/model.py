@@ -154,12 +154,12 @@ CHECKPOINT_KIND = "fit"
 
 def model_from_checkpoint(payload: dict[str, Any]) -> SRModel:
     """Rebuild an :class:`SRModel` from a loaded checkpoint payload (see :mod:`inrsr.io.checkpoints`)."""
-    from .errors import InputError
+    from .errors import InputError, first_line
 
     try:
         model = SRModel.from_metadata(payload["metadata"]["model"])
         model.load_state_dict(payload["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise InputError(f"checkpoint does not hold a compatible inrsr fit model ({first})") from None
     return model.eval()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .config import SCALE_RANGE, ArchConfig, IntensityNorm
 from .encoders import build_encoder
 
@@ -116,6 +116,6 @@ def model_from_payload(payload: dict[str, Any], name: str) -> ArSSR:
     except InputError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise InputError(f"{name}: incompatible encoder-decoder checkpoint ({first})") from None
     return model.eval()

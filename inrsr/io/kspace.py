@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .nifti import atomic_path
 
 # Names searched, in this order, when no --key is given.
@@ -67,11 +67,6 @@ class KSpaceInfo:
         return int(m.group(1)) if m else None
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
-
-
 def _check_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
@@ -97,12 +92,12 @@ class MatFile:
         try:
             is_h5 = h5py.is_hdf5(str(self.path))
         except OSError as exc:
-            raise InputError(f"{self.path}: cannot read the file ({_short(exc)})") from None
+            raise InputError(f"{self.path}: cannot read the file ({first_line(exc)})") from None
         if is_h5:
             try:
                 self._h5 = h5py.File(str(self.path), "r")
             except OSError as exc:
-                raise InputError(f"{self.path}: not a readable MATLAB v7.3 file ({_short(exc)})") from None
+                raise InputError(f"{self.path}: not a readable MATLAB v7.3 file ({first_line(exc)})") from None
             self.version = "7.3"
         else:
             import scipy.io
@@ -110,7 +105,7 @@ class MatFile:
             try:
                 self._v5 = scipy.io.loadmat(str(self.path), mat_dtype=False, squeeze_me=False)
             except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError... for non-.mat input
-                raise InputError(f"{self.path}: not a readable MATLAB .mat file ({_short(exc)})") from None
+                raise InputError(f"{self.path}: not a readable MATLAB .mat file ({first_line(exc)})") from None
             self.version = "5"
 
     def __enter__(self) -> MatFile:
@@ -201,7 +196,7 @@ class MatFile:
                 part = ds[tuple(sel)]
             except OSError as exc:
                 raise InputError(
-                    f"{self.path}: cannot read {name!r}, file truncated or corrupt ({_short(exc)})"
+                    f"{self.path}: cannot read {name!r}, file truncated or corrupt ({first_line(exc)})"
                 ) from None
             return _from_h5(part).transpose()
         return np.take(np.asarray(ds), index, axis=axis)

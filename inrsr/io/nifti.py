@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..volume import Volume
 
 
@@ -39,7 +39,7 @@ def load_volume(path: str | os.PathLike) -> Volume:
     try:
         img = nib.load(name)
     except Exception as exc:  # nibabel raises many types for non-NIfTI input
-        raise InputError(f"{name}: not a readable NIfTI file ({_short(exc)})") from None
+        raise InputError(f"{name}: not a readable NIfTI file ({first_line(exc)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{name}: not a NIfTI image (found {type(img).__name__})")
     shape = img.shape
@@ -51,14 +51,9 @@ def load_volume(path: str | os.PathLike) -> Volume:
         data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
     except Exception as exc:  # truncated gzip, short file
         raise InputError(
-            f"{name}: could not read the voxel data, file truncated or corrupt ({_short(exc)})"
+            f"{name}: could not read the voxel data, file truncated or corrupt ({first_line(exc)})"
         ) from None
     return Volume(data=data, affine=header_affine(img, name), name=name)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def to_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
