@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli
 import nibabel as nib
 import numpy as np
 import pytest
@@ -25,10 +26,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "inrsr", *args], capture_output=True, text=True, env=ENV, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"inrsr {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+    return cli.run_cli(*args, check=check, env=ENV)
 
 
 @pytest.fixture(scope="module")
