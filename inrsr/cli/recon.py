@@ -59,7 +59,11 @@ PatienceOpt = Annotated[int, typer.Option("--patience", help="Stop after this ma
 SpacingOpt = Annotated[str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: slice distance).")]
 SaveMatOpt = Annotated[
     Path | None,
-    typer.Option("--save-mat", help="Also write img4ranking (single, x y slice t) to this .mat (v7.3)."),
+    typer.Option(
+        "--save-mat",
+        help="Also write the challenge's img4ranking to this .mat (v7.3): single precision, (x/3, y/2, 2 central "
+        "slices, 3 frames) as run4Ranking crops it; the central slices must be among --slices.",
+    ),
 ]
 
 
@@ -129,6 +133,7 @@ def recon_command(
         device=device,
         seed=seed,
         quiet=quiet,
+        ranking=save_mat is not None,
     )
     spacing_mm = _parse_spacing(spacing)
     result = reconstruct_file(str(kspace), config)

@@ -42,6 +42,7 @@ class ReconConfig:
     device: str = "auto"
     seed: int = 0
     quiet: bool = False
+    ranking: bool = False  # the challenge's img4ranking will be written: its slices must be reconstructed
 
     def validate(self) -> None:
         choices = {

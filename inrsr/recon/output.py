@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..io.kspace import write_mat73
 from ..io.nifti import atomic_path, save_volume
 from .api import ReconResult
+from .scoring import ranking_array
 
 
 def write_outputs(
@@ -21,11 +23,17 @@ def write_outputs(
     report: Path | None = None,
 ) -> None:
     """Write the NIfTI ``(x, y, slice, t)`` (axes: readout, phase encode; spacing in mm), and optionally
-    ``img4ranking`` (single) to a v7.3 ``.mat`` and the report; every file atomically."""
+    the challenge's ``img4ranking`` (single, cropped: see :func:`~inrsr.recon.scoring.ranking_array`) to a
+    v7.3 ``.mat``, and the report; every file atomically."""
+    ranking = None
+    if save_mat is not None:
+        ranking = ranking_array(result.magnitude, result.slices, result.report["input"]["n_slices"])
+        if ranking is None:
+            raise InputError("--save-mat: the slices the challenge ranks were not reconstructed")
     affine = np.diag([*spacing_mm, 1.0])
     save_volume(output, result.magnitude, affine)
     if save_mat is not None:
-        write_mat73(save_mat, {"img4ranking": result.magnitude.astype(np.float32)})
+        write_mat73(save_mat, {"img4ranking": ranking})
     if report is not None:
         rep = {
             **result.report,

@@ -2,10 +2,10 @@
 
 Every 2D image (one slice, one frame) is scored on its own: the reference and the prediction are each
 divided by their own maximum, PSNR uses ``data_range = gt.max()`` (skimage), SSIM skimage's default 7 x 7
-window, and
-``NMSE = ||gt - pred||^2 / ||gt||^2``; figures are averaged over images. The challenge crop is the central
-``round(nx / 3) x round(ny / 2)`` region (nx = readout, ny = phase-encode size) of the first 3 frames of the
-central 2 slices. Numbers are not comparable with the 2024/2025 editions (other normalisations).
+window, and ``NMSE = ||gt - pred||^2 / ||gt||^2``; figures are averaged over images. The challenge crop is
+the central ``round(nx / 3) x round(ny / 2)`` region (nx = readout, ny = phase-encode size) of the first 3
+frames of the 2 central slices; ``img4ranking`` is that region, as the challenge's ``run4Ranking`` writes it.
+Numbers are not comparable with the 2024/2025 editions (other normalisations).
 """
 
 from __future__ import annotations
@@ -21,11 +21,25 @@ def crop_box(nx: int, ny: int) -> tuple[slice, slice]:
 
 
 def ranking_slices(n_slices: int) -> list[int]:
-    """The central 2 slices scored by the challenge (all of them when there are fewer)."""
-    if n_slices <= 2:
+    """The 2 slices the challenge scores (0-based): MATLAB's ``round(sz/2)-1 : round(sz/2)``, all when fewer
+    than 3 (for an even count the lower of the two central pairs, as the challenge's ``run4Ranking``)."""
+    if n_slices < 3:
         return list(range(n_slices))
-    start = n_slices // 2 - 1
-    return [start, start + 1]
+    r = (n_slices + 1) // 2  # MATLAB round(n / 2), halves away from zero
+    return [r - 2, r - 1]
+
+
+def ranking_array(magnitude: np.ndarray, slices: list[int], n_slices: int) -> np.ndarray | None:
+    """The challenge's ``img4ranking`` from a reconstruction ``(x, y, slice, t)`` of the file's ``slices``:
+    its ranking slices, first 3 frames, central ``round(nx / 3) x round(ny / 2)`` region, float32; None when
+    a ranking slice was not reconstructed."""
+    position = {s: i for i, s in enumerate(slices)}
+    wanted = ranking_slices(n_slices)
+    if any(s not in position for s in wanted):
+        return None
+    sx, sy = crop_box(magnitude.shape[0], magnitude.shape[1])
+    picked = magnitude[sx, sy][:, :, [position[s] for s in wanted], :3]
+    return np.ascontiguousarray(picked, dtype=np.float32)
 
 
 def score_image(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:

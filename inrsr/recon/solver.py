@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..forward.kspace import centring_signs, fft2c, ifft2c, rss
+from ..forward.kspace import FFT2cColumns, fft2c, ifft2c, rss
 from ..progress import Progress
 from .model import CineField, CoilField
 
@@ -115,27 +115,18 @@ def fit_slice(
     gamma = (settings.lr_final / settings.lr) ** (1 / max(settings.steps - 1, 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
-    expand = (nt, nc, nx, ny)
-    train_idx = torch.nonzero(train_mask[:, None].expand(expand).reshape(-1)).squeeze(1)
-    hold_idx = torch.nonzero(holdout_mask[:, None].expand(expand).reshape(-1)).squeeze(1)
-    flat = kspace.reshape(-1)
-    # For even sizes the centred FFT is c_out * fft2(c_in * x): c_in goes into the maps and c_out (+-1) onto the
-    # data, so that each step runs a plain fft2 (same residual norms, no shifts).
-    signs = centring_signs(nx, ny, device)
-    if signs is not None:
-        c_in, c_out = signs
-        flat = (kspace * c_out).reshape(-1)
-
-        def forward(img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            return torch.fft.fft2(img[:, None] * (s * c_in), norm="ortho")
-    else:
-
-        def forward(img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-            return fft2c(img[:, None] * s)
-
-    y_train, y_hold = flat[train_idx], flat[hold_idx]
-    hold_norm = float((y_hold.abs() ** 2).sum()) if len(hold_idx) else 1.0
+    # Only the sampled ky columns are ever compared with data: the forward model computes just those.
+    cols = torch.nonzero((train_mask | holdout_mask).any(dim=0).any(dim=0)).squeeze(1)
+    fft_cols = FFT2cColumns((nt, nc, nx, ny), cols.to(device))
+    y = kspace[..., cols]  # (t, C, kx, K)
+    w_train = train_mask[..., cols][:, None].to(torch.float32)  # (t, 1, kx, K)
+    w_hold = holdout_mask[..., cols][:, None].to(torch.float32)
+    has_hold = bool(holdout_mask.any())
+    hold_norm = float((w_hold * y.abs() ** 2).sum()) if has_hold else 1.0
     n_pix = nt * nx * ny
+
+    def forward(img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return fft_cols(img[:, None] * s)
 
     best = (float("inf"), -1, None, None)
     # Early steps predict almost nothing on the held-out lines; their error (about 1) can only look good when the
@@ -147,27 +138,24 @@ def fit_slice(
         opt.zero_grad(set_to_none=True)
         image = model.render()  # (t, x, y)
         s = coil_field.maps() if coil_field is not None else maps
-        pred = forward(image, s).reshape(-1)
-        p_train = pred[train_idx]
+        pred = forward(image, s)
         if settings.loss == "huber":
-            dc = F.huber_loss(
-                torch.view_as_real(p_train),
-                torch.view_as_real(y_train),
-                delta=settings.huber_delta,
-                reduction="sum",
-            ) * (2 / n_pix)
+            rho = F.huber_loss(
+                torch.view_as_real(pred), torch.view_as_real(y), delta=settings.huber_delta, reduction="none"
+            ).sum(-1)
+            dc = (w_train * rho).sum() * (2 / n_pix)
         else:
-            r = p_train - y_train
-            dc = (r.real**2 + r.imag**2).sum() / n_pix
+            r = pred - y
+            dc = (w_train * (r.real**2 + r.imag**2)).sum() / n_pix
         loss = dc
         if settings.tv_space > 0:
             loss = loss + settings.tv_space * (_tv(image, 1) + _tv(image, 2))
         if settings.tv_time > 0 and nt > 1:
             loss = loss + settings.tv_time * _tv(image, 0)
         with torch.no_grad():
-            if len(hold_idx):
-                rh = pred[hold_idx] - y_hold
-                hold = float((rh.real**2 + rh.imag**2).sum()) / hold_norm
+            if has_hold:
+                rh = pred - y
+                hold = float((w_hold * (rh.real**2 + rh.imag**2)).sum()) / hold_norm
             else:
                 hold = -float(step)  # nothing held out: keep the last step
         if on_step is not None:
@@ -175,9 +163,9 @@ def fit_slice(
         if hold < best[0] or step < warmup:
             best = (hold, step, image.detach().clone(), s.detach().clone())
         history["loss"].append(float(loss.detach()))
-        history["holdout"].append(hold if len(hold_idx) else float("nan"))
+        history["holdout"].append(hold if has_hold else float("nan"))
         if progress is not None:
-            progress.update(1, loss=float(loss.detach()), holdout=hold if len(hold_idx) else float("nan"))
+            progress.update(1, loss=float(loss.detach()), holdout=hold if has_hold else float("nan"))
         if step - best[1] > settings.patience:
             break
         loss.backward()

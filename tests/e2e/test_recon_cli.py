@@ -34,7 +34,7 @@ def full_file(tmp_path_factory):
 
 def test_recon_full_input_with_retrospective_undersampling(tmp_path, full_file):
     path, _ = full_file
-    out, rep, mat = tmp_path / "cine.nii.gz", tmp_path / "report.json", tmp_path / "cine.mat"
+    out, rep = tmp_path / "cine.nii.gz", tmp_path / "report.json"
     res = run(
         path,
         "--accel",
@@ -49,8 +49,6 @@ def test_recon_full_input_with_retrospective_undersampling(tmp_path, full_file):
         out,
         "--report",
         rep,
-        "--save-mat",
-        mat,
         "--spacing",
         "1.5,1.5,8",
         "--device",
@@ -68,8 +66,6 @@ def test_recon_full_input_with_retrospective_undersampling(tmp_path, full_file):
     m = entry["metrics"]
     assert m["inrsr"]["full"]["psnr"] > m["zerofill"]["full"]["psnr"] + 3
     assert set(m["inrsr"]["crop"]) == {"psnr", "ssim", "nmse"}
-    with h5py.File(mat, "r") as f:
-        assert f["img4ranking"].dtype == np.float32 and f["img4ranking"].shape == (NT, 1, NY, NX)
     assert "inrsr" in res.stdout and "zerofill" in res.stdout
 
 
@@ -81,9 +77,11 @@ def test_zerofill_of_undersampled_v5_with_mask_and_reference(tmp_path, full_file
     sub = [np.where(lines, s, 0) for s in slices]
     write_v5(tmp_path / "sub.mat", {"kspace_sub04": to_matlab(sub)})
     write_v5(tmp_path / "mask.mat", {"mask04": np.broadcast_to(lines, (NX, NY)).astype(float)})
-    out, rep = tmp_path / "zf.nii", tmp_path / "zf.json"
+    out, rep, mat = tmp_path / "zf.nii", tmp_path / "zf.json", tmp_path / "ranking.mat"
     res = run(
         tmp_path / "sub.mat",
+        "--save-mat",
+        mat,
         "--method",
         "zerofill",
         "--mask",
@@ -103,6 +101,25 @@ def test_zerofill_of_undersampled_v5_with_mask_and_reference(tmp_path, full_file
     report = json.loads(rep.read_text())
     assert report["slices"][0]["metrics"]["zerofill"]["full"]["psnr"] > 15
     assert report["summary"]["zerofill"]["challenge"]["psnr"] > 15
+    # img4ranking as run4Ranking crops it: central round(x/3) x round(y/2), 2 slices, 3 frames; MATLAB order
+    with h5py.File(mat, "r") as f:
+        ranking = f["img4ranking"][()].T
+        assert f["img4ranking"].attrs["MATLAB_class"] == b"single"
+    x0, y0 = NX // 2 - round(NX / 3) // 2, NY // 2 - round(NY / 2) // 2
+    expected = nib.load(out).get_fdata()[x0 : x0 + round(NX / 3), y0 : y0 + round(NY / 2), :, :3]
+    assert ranking.dtype == np.float32 and ranking.shape == (16, 20, 2, 3)
+    np.testing.assert_allclose(ranking, expected, rtol=1e-6)
+
+
+def test_save_mat_needs_the_ranked_slices(tmp_path, full_file):
+    path, _ = full_file
+    out, mat = tmp_path / "cine.nii.gz", tmp_path / "cine.mat"
+    res = run(path, "--accel", 4, "--slices", 1, "--save-mat", mat, "-o", out, "-q")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "inrsr: error: --save-mat writes the challenge's img4ranking, which needs slices 0,1: add 0 to --slices"
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from inrsr.forward.kspace import Coils, FFT2c, Multiply, fft2c, ifft2c, rss, sense_operator
+from inrsr.forward.kspace import Coils, FFT2c, FFT2cColumns, Multiply, fft2c, ifft2c, rss, sense_operator
 
 
 def _rand(shape, seed=0):
@@ -45,6 +45,7 @@ def test_operators_are_adjoint_and_linear(odd):
         Multiply((t, c, nx, ny), mask.to(torch.complex128)),
         Multiply((t, nx, ny), _rand((nx, ny), 3)),
         sense_operator(maps, mask, (t,)),
+        FFT2cColumns((t, c, nx, ny), torch.tensor([1, ny // 2, ny - 2])).to(torch.complex128),
     ]
     for op in ops:
         x, y = _rand(op.ishape, 4), _rand(op.oshape, 5)
@@ -71,12 +72,10 @@ def test_rss_of_unit_maps_returns_the_image_magnitude():
     torch.testing.assert_close(rss(Coils(maps, (2,))(x)), x.abs())
 
 
-def test_centring_signs_replace_the_shifts():
-    from inrsr.forward.kspace import centring_signs
-
-    for nx, ny in [(8, 6), (6, 10), (4, 4)]:
-        x = _rand((2, nx, ny))
-        c_in, c_out = centring_signs(nx, ny)
-        torch.testing.assert_close(c_out * torch.fft.fft2(c_in * x, norm="ortho"), fft2c(x))
-        torch.testing.assert_close(c_out * torch.fft.ifft2(c_in * x, norm="ortho"), ifft2c(x))
-    assert centring_signs(7, 6) is None
+def test_column_fft_equals_the_full_fft_on_its_columns():
+    for nx, ny in [(8, 6), (7, 9)]:
+        x = _rand((2, 3, nx, ny))
+        cols = torch.tensor([0, 2, ny // 2, ny - 1])
+        torch.testing.assert_close(
+            FFT2cColumns(x.shape, cols)(x.to(torch.complex64)), fft2c(x)[..., cols].to(torch.complex64)
+        )

@@ -11,7 +11,7 @@ from inrsr.recon import masks as M
 from inrsr.recon.api import ReconConfig, build_mask, reconstruct_slice
 from inrsr.recon.coils import calibration_block, espirit_maps
 from inrsr.recon.model import grid_coords, grid_features, hash_encoding
-from inrsr.recon.scoring import crop_box, ranking_slices, score_cine, score_image
+from inrsr.recon.scoring import crop_box, ranking_array, ranking_slices, score_cine, score_image
 from inrsr.recon.solver import FitSettings, fit_slice, zero_filled
 
 NX, NY, NT, NC = 48, 40, 8, 4
@@ -78,7 +78,9 @@ def test_scoring_follows_skimage_with_max_normalisation():
     assert score_image(gt, 3 * gt)["nmse"] == pytest.approx(0)  # scale-free
     sx, sy = crop_box(512, 246)
     assert (sx.stop - sx.start, sy.stop - sy.start) == (171, 123)
-    assert ranking_slices(10) == [4, 5] and ranking_slices(1) == [0]
+    # MATLAB's round(sz/2)-1 : round(sz/2), 1-based
+    assert ranking_slices(10) == [3, 4] and ranking_slices(11) == [4, 5] and ranking_slices(3) == [0, 1]
+    assert ranking_slices(1) == [0] and ranking_slices(2) == [0, 1]
     cine_gt = rng.random((5, 30, 24))
     assert score_cine(cine_gt, cine_gt + 0.01, crop=True)["psnr"] > 30
 
@@ -175,3 +177,15 @@ def test_holdout_stopping_chooses_a_sensible_step():
     assert fit.best_step >= 50 and len(true_err) == 250
     assert true_err[fit.best_step] < 1.15 * true_err[oracle]
     assert true_err[fit.best_step] < 0.1 * true_err[0]
+
+
+def test_ranking_array_is_the_challenge_crop_of_the_central_slices():
+    nx, ny, nz, nt = 30, 24, 10, 5
+    mag = np.arange(nx * ny * nz * nt, dtype=np.float64).reshape(nx, ny, nz, nt)
+    got = ranking_array(mag, list(range(nz)), nz)
+    sx, sy = crop_box(nx, ny)
+    assert got.dtype == np.float32 and got.shape == (10, 12, 2, 3)
+    np.testing.assert_array_equal(got, mag[sx, sy][:, :, 3:5, :3])
+    # only the ranking slices reconstructed, in another order
+    np.testing.assert_array_equal(ranking_array(mag[:, :, [4, 3]], [4, 3], nz), got)
+    assert ranking_array(mag[:, :, :1], [0], nz) is None
