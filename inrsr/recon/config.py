@@ -29,11 +29,11 @@ class ReconConfig:
     tv_space: float = 0.002
     tv_time: float = 0.004
     dc: bool = True
-    steps: int = 300
+    steps: int = 400
     lr: float = 3e-2
     holdout: float = 0.05
     patience: int = 60
-    n_levels: int = 16
+    n_levels: int = 8
     features_per_level: int = 2
     hidden: int = 64
     n_hidden_layers: int = 1

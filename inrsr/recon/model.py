@@ -9,6 +9,8 @@ encoding; other encodings are evaluated point by point).
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,8 +29,12 @@ def grid_coords(shape: Sequence[int], device: torch.device | str = "cpu") -> tor
 
 def interpolation_matrix(n: int, r: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``(n, r)``: linear interpolation from ``r`` grid vertices to ``n`` pixels, both spanning ``[-1, 1]``
-    with
-    the end vertices on the end pixels (the hash grid's convention)."""
+    with the end vertices on the end pixels (the hash grid's convention). Cached: treat it as read-only."""
+    return _interpolation_matrix(int(n), int(r), str(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _interpolation_matrix(n: int, r: int, device: str) -> torch.Tensor:
     u = torch.linspace(-1, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     pos = (u + 1) * 0.5 * (r - 1)
     i0 = pos.floor().long().clamp(0, max(r - 2, 0))
@@ -38,6 +44,28 @@ def interpolation_matrix(n: int, r: int, device: torch.device | str = "cpu") -> 
     if r > 1:
         w[torch.arange(n), i0 + 1] += frac
     return w.float().to(device)
+
+
+def resample_separable(grid: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
+    """Multilinear resampling of a vertex grid ``(F, *r)`` onto pixels ``(F, *out_shape)`` (end vertices on end
+    pixels), one matrix product per axis.
+
+    Axes are taken last to first, each as a product over an axis of a contiguous tensor (no transposed copies);
+    an axis whose vertices already are the pixels is left as it is.
+    """
+    d = len(out_shape)
+    for k in reversed(range(d)):
+        r, n = int(grid.shape[k + 1]), int(out_shape[k])
+        if r == n:
+            continue
+        w = interpolation_matrix(n, r, grid.device)
+        if k == d - 1:
+            grid = grid @ w.T
+        else:
+            lead, trail = grid.shape[: k + 1], grid.shape[k + 2 :]
+            stacked = grid.reshape(math.prod(lead), r, math.prod(trail))
+            grid = torch.matmul(w, stacked).reshape(*lead, n, *trail)
+    return grid
 
 
 def grid_features(
@@ -59,12 +87,7 @@ def grid_features(
         levels = []
         for g in encoding.level_grids():  # (1, F, *resolution), axes in coordinate order
             grid = g[0].permute(0, *[a + 1 for a in order])  # (F, r_order...)
-            # One matrix product per axis: tensordot contracts the first grid axis and appends the new one, so
-            # after d steps the result is (F, *out_shape) with no final transpose.
-            for k in range(d):
-                w = interpolation_matrix(out_shape[k], int(grid.shape[1]), grid.device)
-                grid = torch.tensordot(grid, w, dims=([1], [1]))
-            levels.append(grid)
+            levels.append(resample_separable(grid, out_shape))
         return torch.cat(levels, dim=0)
     coords = grid_coords(shape, device=next(encoding.parameters(), torch.empty(0)).device)
     coords = coords.permute(*order, d).reshape(-1, d)
@@ -113,7 +136,7 @@ class _ChunkedMLP(torch.autograd.Function):
                 grad_w[i].addmm_(g, acts[i].T)
                 grad_b[i] += g.sum(1)
                 if i > 0:
-                    g = (weights[i].T @ g).mul_(acts[i] > 0)
+                    g = torch.ops.aten.threshold_backward(weights[i].T @ g, acts[i], 0.0)
                 elif grad_x is not None:
                     torch.mm(weights[0].T, g, out=grad_x[:, block])
         grads: list[torch.Tensor | None] = [grad_x, None]
