@@ -106,7 +106,7 @@ def recon_command(
     """
     from ..errors import InputError
     from ..recon.api import reconstruct_file
-    from ..recon.output import print_summary, write_outputs
+    from ..recon.output import print_summary, print_warnings, write_outputs
 
     if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
         raise InputError(f"{output}: the output must be a .nii or .nii.gz file")
@@ -140,6 +140,7 @@ def recon_command(
     write_outputs(result, output, spacing_mm, save_mat, Path(report) if report else None)
     if not quiet:
         print_summary(result, output)
+    print_warnings(result)
 
 
 def _parse_ints(text: str | None, option: str) -> list[int] | None:

@@ -151,6 +151,12 @@ def reconstruct_slice(
             "seconds": time.perf_counter() - start,
         }
     )
+    if info["best_holdout_nmse"] is not None and info["best_holdout_nmse"] >= 0.95:
+        # Zero-filling predicts the held-out lines with a relative error of exactly 1.
+        info["warning"] = (
+            f"slice {slice_index}: the model predicts the held-out k-space lines no better than zero-filling "
+            f"(relative error {info['best_holdout_nmse']:.2f}); the result is not reliable"
+        )
     return SliceResult((image.abs() * scale).cpu().numpy(), info)
 
 

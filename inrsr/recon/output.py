@@ -4,6 +4,7 @@ table."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,10 @@ def print_summary(result: ReconResult, output: Path) -> None:
             line += f"; challenge (central 2 slices) PSNR {s['challenge']['psnr']:.2f} dB"
         console.print(line, highlight=False, markup=False)
     console.print(f"wrote {output}", highlight=False, markup=False)
+
+
+def print_warnings(result: ReconResult) -> None:
+    """Each slice's warning (also in the report) on stderr, one line each; printed even with ``-q``."""
+    for entry in result.report["slices"]:
+        if "warning" in entry:
+            print(f"warning: {entry['warning']}", file=sys.stderr)

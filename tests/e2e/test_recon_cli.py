@@ -155,3 +155,15 @@ def test_bad_input_fails_cleanly(tmp_path, make, args, message):
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0], res.stderr
     assert not out.exists() and list(tmp_path.glob("*.nii*")) == []
+
+
+def test_unreliable_slice_is_reported_on_stderr(tmp_path):
+    """White-noise k-space: the held-out lines cannot be predicted, and the command says so even with -q."""
+    rng = np.random.default_rng(1)
+    noise = (rng.standard_normal((NT, NC, NX, NY)) + 1j * rng.standard_normal((NT, NC, NX, NY))).astype(np.complex64)
+    path, out, rep = tmp_path / "noise.mat", tmp_path / "noise.nii.gz", tmp_path / "noise.json"
+    write_v73(path, {"kspace_full": to_matlab([noise])})
+    res = run(path, "--accel", 4, "--acs", 12, "--steps", 30, "-o", out, "--report", rep, "-q")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith("warning: slice 0: the model predicts the held-out k-space lines no better")
+    assert "no better than zero-filling" in json.loads(rep.read_text())["slices"][0]["warning"]

@@ -132,6 +132,17 @@ def test_recon_beats_zero_filling(cine, accel):
     gain = _psnr(gt, res.image) - _psnr(gt, zf)
     assert gain > (4.0 if accel == 4 else 3.0), gain
     assert res.info["nominal_accel"] == accel and res.info["holdout_lines"] >= 1
+    assert "warning" not in res.info
+
+
+def test_warns_when_held_out_lines_are_predicted_no_better_than_zero_filling():
+    """White-noise k-space: nothing the model learns from some lines predicts the others."""
+    rng = np.random.default_rng(0)
+    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 12), NX, NT)
+    noise = (rng.standard_normal((NT, NC, NX, NY)) + 1j * rng.standard_normal((NT, NC, NX, NY))).astype(np.complex64)
+    res = reconstruct_slice(np.where(mask[:, None], noise, 0), mask, ReconConfig(steps=40, quiet=True, device="cpu"))
+    assert res.info["best_holdout_nmse"] > 0.95
+    assert "no better than zero-filling" in res.info["warning"]
 
 
 def test_joint_coils_and_single_coil(cine):
