@@ -326,8 +326,8 @@ def write_docs(table: str) -> None:
         "complex\n"
         "noise, drawn on a 2x finer grid; CMRxRecon masks (24 ACS lines + every R-th line); CMRxRecon 2023\n"
         "metrics; crop = the challenge crop (central third x half, first 3 frames). Weights of every method\n"
-        "chosen once on another phantom draw at R = 8 (`--tune`) and fixed. One slice; wall and CPU seconds\n"
-        "for the slice (the machine is shared, so wall time varies with load; CPU time less so).\n\n"
+        "chosen once on another phantom draw at R = 8 (`--tune`) and fixed (inrsr's number of grid levels and\n"
+        "steps too). One slice; wall and CPU seconds for the slice, on an otherwise idle machine.\n\n"
         f"{table}\n"
     )
     start = text.find("## recon")
