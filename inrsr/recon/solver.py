@@ -31,7 +31,7 @@ class FitSettings:
     """Optimisation settings of one slice (the defaults live in :class:`inrsr.recon.api.ReconConfig`)."""
 
     encoding: str = "hash"
-    n_levels: int = 16
+    n_levels: int = 8
     features_per_level: int = 2
     hidden: int = 64
     n_hidden_layers: int = 1
@@ -39,7 +39,7 @@ class FitSettings:
     huber_delta: float = 0.01
     tv_space: float = 0.002
     tv_time: float = 0.004
-    steps: int = 300
+    steps: int = 400
     lr: float = 3e-2
     lr_final: float = 1e-2
     patience: int = 60

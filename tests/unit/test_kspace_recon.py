@@ -200,3 +200,7 @@ def test_ranking_array_is_the_challenge_crop_of_the_central_slices():
     # only the ranking slices reconstructed, in another order
     np.testing.assert_array_equal(ranking_array(mag[:, :, [4, 3]], [4, 3], nz), got)
     assert ranking_array(mag[:, :, :1], [0], nz) is None
+
+
+def test_fit_settings_defaults_are_the_command_defaults():
+    assert ReconConfig().fit_settings() == FitSettings()
