@@ -41,7 +41,14 @@ RefOpt = Annotated[
     typer.Option("--ref", help="Fully sampled k-space .mat for the metrics (never used for fitting)."),
 ]
 MethodOpt = Annotated[str, typer.Option("--method", help="inr, or zerofill (coil-combined zero-filled baseline).")]
-EncodingOpt = Annotated[str, typer.Option("--encoding", help="hash (hash grid) or fourier (Fourier features).")]
+EncodingOpt = Annotated[
+    str,
+    typer.Option(
+        "--encoding",
+        help="hash (hash grid) or fourier (Fourier features: small matrices only, too weak and slow for a "
+        "full-size cine on a CPU).",
+    ),
+]
 CoilsOpt = Annotated[
     str, typer.Option("--coils", help="espirit (maps from the ACS lines) or joint (a coil INR learned too).")
 ]
