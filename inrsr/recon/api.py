@@ -171,11 +171,12 @@ def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
     with KSpaceReader(path, config.key) as reader:
         info = reader.info
         slices = _select_slices(config.slices, info.n_slices)
-        missing = [s for s in ranking_slices(info.n_slices) if s not in slices]
+        ranked = ranking_slices(info.n_slices)
+        missing = [s for s in ranked if s not in slices]
         if config.ranking and missing:
             raise InputError(
                 f"--save-mat writes the challenge's img4ranking, which needs slices "
-                f"{','.join(map(str, ranking_slices(info.n_slices)))}: add {','.join(map(str, missing))} to --slices"
+                f"{','.join(map(str, ranked))}: add {','.join(map(str, missing))} to --slices"
             )
         ref_reader = KSpaceReader(config.ref, config.ref_key) if config.ref else None
         try:
@@ -211,7 +212,7 @@ def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
     magnitude = np.stack([im.transpose(1, 2, 0) for im in images], axis=2).astype(np.float32)
     report = {
         "input": {**asdict(info), "name_accel": info.name_accel},
-        "ranking_slices": ranking_slices(info.n_slices),
+        "ranking_slices": ranked,
         "settings": asdict(config),
         "device": str(device),
         "slices": per_slice,

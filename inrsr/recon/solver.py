@@ -28,23 +28,24 @@ from .model import CineField, CoilField
 
 @dataclass
 class FitSettings:
-    """Optimisation settings of one slice (the defaults live in :class:`inrsr.recon.api.ReconConfig`)."""
+    """Optimisation settings of one slice; :meth:`inrsr.recon.config.ReconConfig.fit_settings` makes them from the
+    command's settings, where the defaults live."""
 
-    encoding: str = "hash"
-    n_levels: int = 8
-    features_per_level: int = 2
-    hidden: int = 64
-    n_hidden_layers: int = 1
-    loss: str = "l2"
+    encoding: str
+    n_levels: int
+    features_per_level: int
+    hidden: int
+    n_hidden_layers: int
+    loss: str
+    tv_space: float
+    tv_time: float
+    steps: int
+    lr: float
+    lr_final: float
+    patience: int
+    joint_coils: bool
     huber_delta: float = 0.01
-    tv_space: float = 0.002
-    tv_time: float = 0.004
-    steps: int = 400
-    lr: float = 3e-2
-    lr_final: float = 1e-2
-    patience: int = 60
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
-    joint_coils: bool = False
 
 
 @dataclass
@@ -139,14 +140,15 @@ def fit_slice(
         image = model.render()  # (t, x, y)
         s = coil_field.maps() if coil_field is not None else maps
         pred = forward(image, s)
+        r = pred - y
+        power = r.real**2 + r.imag**2  # (t, C, kx, K); the held-out error reads it too
         if settings.loss == "huber":
             rho = F.huber_loss(
                 torch.view_as_real(pred), torch.view_as_real(y), delta=settings.huber_delta, reduction="none"
             ).sum(-1)
             dc = (w_train * rho).sum() * (2 / n_pix)
         else:
-            r = pred - y
-            dc = (w_train * (r.real**2 + r.imag**2)).sum() / n_pix
+            dc = (w_train * power).sum() / n_pix
         loss = dc
         if settings.tv_space > 0:
             loss = loss + settings.tv_space * (_tv(image, 1) + _tv(image, 2))
@@ -154,8 +156,7 @@ def fit_slice(
             loss = loss + settings.tv_time * _tv(image, 0)
         with torch.no_grad():
             if has_hold:
-                rh = pred - y
-                hold = float((w_hold * (rh.real**2 + rh.imag**2)).sum()) / hold_norm
+                hold = float((w_hold * power).sum()) / hold_norm
             else:
                 hold = -float(step)  # nothing held out: keep the last step
         if on_step is not None:

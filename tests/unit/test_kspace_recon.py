@@ -1,5 +1,7 @@
 """Masks, ESPIRiT, CMRxRecon scoring, the grid evaluation of fields, and the INR reconstruction itself."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from inrsr.recon.api import ReconConfig, build_mask, reconstruct_slice
 from inrsr.recon.coils import calibration_block, espirit_maps
 from inrsr.recon.model import grid_coords, grid_features, hash_encoding
 from inrsr.recon.scoring import crop_box, ranking_array, ranking_slices, score_cine, score_image
-from inrsr.recon.solver import FitSettings, fit_slice, zero_filled
+from inrsr.recon.solver import fit_slice, zero_filled
 
 NX, NY, NT, NC = 48, 40, 8, 4
 
@@ -175,7 +177,7 @@ def test_holdout_stopping_chooses_a_sensible_step():
 
     torch.manual_seed(0)
     maps_n = (maps / np.sqrt((np.abs(maps) ** 2).sum(0))).astype(np.complex64)
-    settings = FitSettings(steps=250, patience=1000, lr=3e-2, lr_final=3e-2)
+    settings = replace(ReconConfig().fit_settings(), steps=250, patience=1000, lr=3e-2, lr_final=3e-2)
     fit = fit_slice(
         torch.from_numpy(kus) / scale,
         torch.from_numpy(train),
@@ -200,7 +202,3 @@ def test_ranking_array_is_the_challenge_crop_of_the_central_slices():
     # only the ranking slices reconstructed, in another order
     np.testing.assert_array_equal(ranking_array(mag[:, :, [4, 3]], [4, 3], nz), got)
     assert ranking_array(mag[:, :, :1], [0], nz) is None
-
-
-def test_fit_settings_defaults_are_the_command_defaults():
-    assert ReconConfig().fit_settings() == FitSettings()
