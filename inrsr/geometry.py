@@ -7,6 +7,7 @@ World space is NIfTI's RAS+ scanner space in millimetres. An affine is a 4x4 mat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,6 +87,78 @@ def voxel_grid_world(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
     """World coordinates (mm) of every voxel centre: ``(*shape, 3)``."""
     idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape[:3]], indexing="ij"), axis=-1)
     return apply_affine(affine, idx)
+
+
+def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
+    """Rotation about world x, then y, then z by the given angles in degrees: ``Rz @ Ry @ Rx``.
+
+    >>> np.round(rotation_matrix([0, 0, 90]), 6)
+    array([[ 0., -1.,  0.],
+           [ 1.,  0.,  0.],
+           [ 0.,  0.,  1.]])
+    """
+    ax, ay, az = (math.radians(float(a)) for a in angles_deg)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def rotation_angles(rotation: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`rotation_matrix`: angles (degrees) about world x, y, z with ``R = Rz @ Ry @ Rx``.
+
+    >>> np.round(rotation_angles(rotation_matrix([5.0, -7.0, 12.0])), 6)
+    array([ 5., -7., 12.])
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    ay = math.asin(max(-1.0, min(1.0, -r[2, 0])))
+    ax = math.atan2(r[2, 1], r[2, 2])
+    az = math.atan2(r[1, 0], r[0, 0])
+    return np.degrees([ax, ay, az])
+
+
+def rigid_matrix(params: Sequence[float], centre_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """A 4x4 world -> world rigid transform from ``(rx, ry, rz, tx, ty, tz)`` (degrees, mm).
+
+    The rotation (:func:`rotation_matrix`) is about ``centre_mm``, then the translation is added:
+    ``x -> R (x - c) + c + t``.
+
+    >>> m = rigid_matrix([0, 0, 90, 1, 2, 3], centre_mm=[10, 0, 0])
+    >>> apply_affine(m, [10.0, 0.0, 0.0])
+    array([11., 2., 3.])
+    """
+    p = np.asarray(params, dtype=np.float64)
+    c = np.asarray(centre_mm, dtype=np.float64)
+    r = rotation_matrix(p[:3])
+    m = np.eye(4)
+    m[:3, :3] = r
+    m[:3, 3] = c + p[3:6] - r @ c
+    return m
+
+
+def rigid_params(matrix: np.ndarray, centre_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """The inverse of :func:`rigid_matrix`: ``(rx, ry, rz, tx, ty, tz)`` (degrees, mm) about ``centre_mm``.
+
+    >>> np.round(rigid_params(rigid_matrix([3, -4, 5, 1, 2, -3], [5, 6, 7]), [5, 6, 7]), 6)
+    array([ 3., -4.,  5.,  1.,  2., -3.])
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    c = np.asarray(centre_mm, dtype=np.float64)
+    t = m[:3, 3] - c + m[:3, :3] @ c
+    return np.concatenate([rotation_angles(m[:3, :3]), t])
+
+
+def rigid_difference(a: np.ndarray, b: np.ndarray, points_mm: np.ndarray) -> tuple[float, float]:
+    """How far apart two rigid transforms are: the angle (degrees) of ``a b^-1``'s rotation and the mean
+    distance (mm) between ``a`` and ``b`` applied to ``points_mm`` ``(N, 3)``.
+
+    >>> rigid_difference(rigid_matrix([0, 0, 2, 1, 0, 0]), np.eye(4), np.zeros((1, 3)))[0].round(6)
+    2.0
+    """
+    d = np.asarray(a, dtype=np.float64) @ np.linalg.inv(np.asarray(b, dtype=np.float64))
+    angle = math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(d[:3, :3]) - 1) / 2))))
+    dist = np.linalg.norm(apply_affine(a, points_mm) - apply_affine(b, points_mm), axis=-1)
+    return angle, float(dist.mean())
 
 
 def parse_spacing(text: str | float | Sequence[float]) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from . import geometry
 from .errors import InputError
 from .forward.slice_psf import StackOperator, psf_sigmas_mm
+from .geometry import rotation_matrix
 from .volume import Volume
 
 AXES = {"x": 0, "y": 1, "z": 2, "i": 0, "j": 1, "k": 2, "0": 0, "1": 1, "2": 2}
@@ -22,15 +22,6 @@ def parse_axis(axis: str | int) -> int:
     if key not in AXES:
         raise InputError(f"axis {axis!r}: expected x, y or z")
     return AXES[key]
-
-
-def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
-    """Rotation about world x, then y, then z by the given angles in degrees: ``Rz @ Ry @ Rx``."""
-    ax, ay, az = (math.radians(float(a)) for a in angles_deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def stack_geometry(
