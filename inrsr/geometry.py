@@ -125,7 +125,7 @@ def rigid_matrix(params: Sequence[float], centre_mm: Sequence[float] = (0.0, 0.0
 
     >>> m = rigid_matrix([0, 0, 90, 1, 2, 3], centre_mm=[10, 0, 0])
     >>> apply_affine(m, [10.0, 0.0, 0.0])
-    array([11., 2., 3.])
+    array([11.,  2.,  3.])
     """
     p = np.asarray(params, dtype=np.float64)
     c = np.asarray(centre_mm, dtype=np.float64)
@@ -152,7 +152,7 @@ def rigid_difference(a: np.ndarray, b: np.ndarray, points_mm: np.ndarray) -> tup
     """How far apart two rigid transforms are: the angle (degrees) of ``a b^-1``'s rotation and the mean
     distance (mm) between ``a`` and ``b`` applied to ``points_mm`` ``(N, 3)``.
 
-    >>> rigid_difference(rigid_matrix([0, 0, 2, 1, 0, 0]), np.eye(4), np.zeros((1, 3)))[0].round(6)
+    >>> round(rigid_difference(rigid_matrix([0, 0, 2, 1, 0, 0]), np.eye(4), np.zeros((1, 3)))[0], 6)
     2.0
     """
     d = np.asarray(a, dtype=np.float64) @ np.linalg.inv(np.asarray(b, dtype=np.float64))
