@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -53,7 +54,48 @@ def load_volume(path: str | os.PathLike) -> Volume:
         raise InputError(
             f"{name}: could not read the voxel data, file truncated or corrupt ({first_line(exc)})"
         ) from None
-    return Volume(data=data, affine=header_affine(img, name), name=name)
+    affine = header_affine(img, name)
+    check_not_sheared(affine, name)
+    return Volume(data=data, affine=affine, name=name, meta=sidecar_meta(p))
+
+
+SHEAR_TOLERANCE = 1e-3  # largest |cos| between two voxel axes that counts as orthogonal
+
+
+def check_not_sheared(affine: np.ndarray, name: str) -> None:
+    """Refuse an affine whose voxel axes are not orthogonal (|cos| above :data:`SHEAR_TOLERANCE`).
+
+    Smaller shears (rounding in headers) are accepted as they are.
+    """
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    norms = np.linalg.norm(linear, axis=0)
+    if np.any(norms == 0) or not np.all(np.isfinite(linear)):
+        return  # Volume's own check reports singular or non-finite affines
+    unit = linear / norms
+    cos = unit.T @ unit
+    off = np.abs(cos - np.diag(np.diag(cos)))
+    a, b = np.unravel_index(int(np.argmax(off)), off.shape)
+    if off[a, b] > SHEAR_TOLERANCE:
+        angle = float(np.degrees(np.arccos(np.clip(cos[a, b], -1.0, 1.0))))
+        raise InputError(f"{name}: affine is sheared (angle between voxel axes {angle:.2f} deg); reslice it first")
+
+
+def sidecar_meta(path: Path) -> dict:
+    """``meta`` from the JSON sidecar beside ``path``, if any: the whole sidecar under ``"sidecar"`` and its
+    ``SliceThickness`` (validated positive and finite) as ``"thickness_mm"``."""
+    from .sidecar import read_sidecar, sidecar_path
+
+    sidecar = read_sidecar(path)
+    if not sidecar and not sidecar_path(path).exists():
+        return {}
+    meta: dict = {"sidecar": sidecar}
+    if "SliceThickness" in sidecar:
+        value = sidecar["SliceThickness"]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok:
+            raise InputError(f"{sidecar_path(path)}: SliceThickness {value!r} must be a positive number of mm")
+        meta["thickness_mm"] = float(value)
+    return meta
 
 
 def to_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
