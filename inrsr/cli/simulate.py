@@ -30,28 +30,66 @@ def simulate_command(
     noise: Annotated[
         float, typer.Option(help="Rician noise std relative to the volume's 99.9th percentile intensity.")
     ] = 0.0,
+    motion_stack: Annotated[
+        str | None,
+        typer.Option(
+            "--motion-stack",
+            help="Head motion for the whole stack, 'rx,ry,rz,tx,ty,tz' (degrees, mm, about HR's centre); "
+            "the data move, the header does not.",
+        ),
+    ] = None,
+    motion_slices: Annotated[
+        str | None,
+        typer.Option(
+            "--motion-slices",
+            help="Per-slice motion 'SD_DEG,SD_MM': a zero-mean random walk in interleaved slice order.",
+        ),
+    ] = None,
+    corrupt: Annotated[
+        int, typer.Option("--corrupt", help="Number of random slices with signal dropout over part of the slice.")
+    ] = 0,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Simulate a thick-slice stack from HR with the same Gaussian slice PSF that `fit` models, in world space.
 
     In-plane the stack keeps HR's voxel size; it covers HR's field of view and carries the correct affine.
+    A JSON sidecar beside it (stack.json for stack.nii.gz) records the slice thickness, the acquisition order
+    and any simulated motion (per slice, the transform from the header's world space to the object's).
 
     Example: inrsr simulate hr.nii.gz -o axial.nii.gz --axis z --thickness 5 --rotate 10,0,0 --noise 0.02
     """
     from ..errors import InputError
     from ..io.nifti import load_volume, save_volume
-    from ..simulate import simulate_stack
+    from ..io.sidecar import write_sidecar
+    from ..simulate import parse_numbers, simulate_stack, stack_sidecar
 
-    try:
-        angles = [float(v) for v in rotate.split(",")]
-    except ValueError:
-        angles = []
-    if len(angles) != 3:
-        raise InputError(f"--rotate {rotate!r}: expected three angles in degrees, 'ax,ay,az'")
+    angles = parse_numbers(rotate, 3, "--rotate", "three angles in degrees, 'ax,ay,az'")
+    stack_params = None
+    if motion_stack is not None:
+        stack_params = parse_numbers(motion_stack, 6, "--motion-stack", "'rx,ry,rz,tx,ty,tz' in degrees and mm")
+    slice_sds = None
+    if motion_slices is not None:
+        slice_sds = parse_numbers(motion_slices, 2, "--motion-slices", "'SD_DEG,SD_MM'")
+        if min(slice_sds) < 0:
+            raise InputError(f"--motion-slices {motion_slices!r}: standard deviations must be >= 0")
+    if corrupt < 0:
+        raise InputError(f"--corrupt {corrupt}: expected a number of slices >= 0")
     volume = load_volume(hr)
-    stack = simulate_stack(volume, axis, thickness, spacing, angles, noise, seed)
+    stack = simulate_stack(
+        volume,
+        axis,
+        thickness,
+        spacing,
+        angles,
+        noise,
+        seed,
+        motion_stack=stack_params,
+        motion_slices=slice_sds,
+        corrupt=corrupt,
+    )
     save_volume(output, stack.data, stack.affine)
+    write_sidecar(output, stack_sidecar(stack))
     if not quiet:
         sp = ", ".join(f"{v:g}" for v in stack.spacing)
         print(f"wrote {output}: shape {stack.shape}, spacing ({sp}) mm, thickness {thickness:g} mm")
