@@ -3,17 +3,51 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 CALIBRATION_TOLERANCE = 0.02  # relative intensity differences below this are not corrected up front
 
 
+class Motion(str, Enum):
+    """How head motion is corrected: not at all, one rigid pose per stack, or one per slice."""
+
+    none = "none"
+    stack = "stack"
+    slice = "slice"
+
+
+class Encoding(str, Enum):
+    """The INR's input encoding."""
+
+    hash = "hash"
+    fourier = "fourier"
+    positional = "positional"
+    siren = "siren"
+
+
 @dataclass
 class FitConfig:
-    """Settings of :func:`fit_stacks`. The CLI reads its defaults from here."""
+    """Settings of :func:`inrsr.fit.fit_stacks`. The CLI reads its defaults from here."""
 
-    encoding: str = "hash"
-    steps: int = 300
+    # geometry and motion
+    register: bool = True  # stack-to-reference rigid registration before reconstruction
+    motion: Motion = Motion.slice
+    reference: int = 0  # the stack that defines the output frame
+    # reconstruction (voxel grid, coarse to fine)
+    regularization: float | None = None  # TV weight in physical units; None: set from the stacks' noise level
+    cycles: int = 3  # registration / reconstruction / robust-weight cycles at the coarse level
+    registration_steps: int = 20  # gradient steps per registration in a cycle
+    cg_iterations: int = 8  # conjugate-gradient iterations per TV reweighting
+    tv_reweightings: int = 2  # lagged-diffusivity reweightings per reconstruction
+    final_reweightings: int = 2
+    coarse: bool = True  # start on a lattice twice as coarse
+    robust: bool = True  # EM inlier weights per voxel and per slice
+    slice_scaling: bool = True  # per-slice intensity scale
+    auto_mask: bool = True
+    # INR on top of the voxel-grid estimate (off by default: see docs/method.md)
+    steps: int = 0
+    encoding: Encoding = Encoding.hash
     batch_size: int = 2048  # stack voxels per step
     psf_samples: int = 8  # points drawn inside each voxel's PSF
     lr: float = 1e-2
@@ -27,12 +61,6 @@ class FitConfig:
     fourier_sigma_per_mm: float = 0.15  # std of the random frequencies, cycles per mm
     positional_frequencies: int = 8
     siren_w0: float = 30.0
-    init: str = "tv"  # tv | tikhonov | mean | none
-    tikhonov_iterations: int = 20  # CG; also the warm start of tv
-    tikhonov_lambda: float = 1e-2
-    tv_iterations: int = 150  # L-BFGS
-    tv_lambda: float = 1e-3
-    auto_mask: bool = True
     seed: int = 0
     device: str = "auto"
     thickness_mm: list[float] | None = None

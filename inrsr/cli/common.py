@@ -46,3 +46,41 @@ def handle_errors(func: F) -> F:
             raise fail("interrupted", code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_output_path(path, suffixes: tuple[str, ...] = (".nii", ".nii.gz")) -> None:
+    """Fail early (before any work) on an output path that cannot be written: a wrong suffix, a directory, a
+    parent that is a file or cannot be created, or no write permission."""
+    import os
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    path = Path(path)
+    if suffixes and not any(str(path).endswith(s) for s in suffixes):
+        raise InputError(f"{path}: output must end with {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = parent
+    while not existing.exists():
+        if existing.is_symlink() or existing == existing.parent:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot create the folder {parent} ({existing} is not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: {existing} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{path}: exists and is not writable")
+
+
+def write_json(path, payload: dict) -> None:
+    """Write a JSON report atomically."""
+    import json
+    from pathlib import Path
+
+    from ..io.nifti import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -1,37 +1,17 @@
-"""``inrsr fit``: multi-stack INR super-resolution."""
+"""``inrsr fit``: multi-stack slice-to-volume reconstruction with motion correction."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..config import FitConfig
-from .common import DeviceOpt, QuietOpt, ReportOpt, SeedOpt, handle_errors
+from ..config import Encoding, FitConfig, Motion
+from .common import DeviceOpt, QuietOpt, ReportOpt, SeedOpt, check_output_path, handle_errors, write_json
 
 D = FitConfig()  # defaults live in the config dataclass
-
-
-def check_output_path(path: Path, suffixes: tuple[str, ...] = (".nii", ".nii.gz")) -> None:
-    """Fail early (before any work) on an output path that cannot be written."""
-    from ..errors import InputError
-
-    if not any(str(path).endswith(s) for s in suffixes):
-        raise InputError(f"{path}: output must end with {' or '.join(suffixes)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f"{path}: {parent} is not a directory")
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    """Write a JSON report atomically."""
-    from ..io.nifti import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 @handle_errors
@@ -53,63 +33,91 @@ def fit_command(
     thickness: Annotated[
         str | None,
         typer.Option(
-            help="Slice thickness in mm: one value, or 'T1,T2,...' one per stack (default: slice spacing)."
+            help="Slice thickness in mm: one value, or 'T1,T2,...' one per stack (default: SliceThickness of "
+            "the JSON sidecar beside a stack, else its slice spacing)."
         ),
     ] = None,
     mask: Annotated[
         list[Path] | None,
-        typer.Option(help="Foreground mask per stack (repeat once per stack, in order); default: automatic."),
+        typer.Option(
+            help="Foreground mask per stack (repeat once per stack, in order), resampled onto its stack in "
+            "world space whatever its grid; default: automatic."
+        ),
     ] = None,
     auto_mask: Annotated[
         bool, typer.Option(help="Detect each stack's foreground automatically when no --mask is given.")
     ] = D.auto_mask,
-    encoding: Annotated[
-        str, typer.Option(help="INR encoding: hash, fourier, positional or siren.")
-    ] = D.encoding,
-    steps: Annotated[int, typer.Option(help="INR optimisation steps.")] = D.steps,
-    batch_size: Annotated[int, typer.Option(help="Stack voxels per step.")] = D.batch_size,
-    psf_samples: Annotated[
-        int, typer.Option(help="Points drawn inside each voxel's PSF per step.")
-    ] = D.psf_samples,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam; warm-up then cosine decay).")] = D.lr,
-    init: Annotated[
-        str,
+    register: Annotated[
+        bool,
+        typer.Option(help="Register every stack rigidly to the reference stack first (--no-register trusts "
+                     "the headers)."),
+    ] = D.register,
+    motion: Annotated[
+        Motion,
+        typer.Option(help="Motion correction against the reconstruction: none, one pose per stack, or one per "
+                     "slice (slice-to-volume registration)."),
+    ] = D.motion,
+    reference: Annotated[
+        int, typer.Option(help="Index of the stack (0 = first) that defines the output frame.")
+    ] = D.reference,
+    robust: Annotated[
+        bool, typer.Option(help="Down-weight outlier voxels and slices (EM robust statistics).")
+    ] = D.robust,
+    slice_scaling: Annotated[bool, typer.Option(help="Estimate an intensity scale per slice.")] = D.slice_scaling,
+    regularization: Annotated[
+        float | None,
         typer.Option(
-            help="Initial estimate on the output grid: tv or tikhonov (voxel-grid least squares through "
-            "the PSF with that prior), mean (of the stacks) or none."
+            help="Total-variation weight in physical units (mean data term, gradients per mm); default: set "
+            "from the stacks' noise level."
         ),
-    ] = D.init,
-    tv_iterations: Annotated[
-        int, typer.Option(help="L-BFGS iterations of the tv initial estimate.")
-    ] = D.tv_iterations,
-    tv_lambda: Annotated[
-        float, typer.Option(help="Weight of total variation in the initial estimate.")
-    ] = D.tv_lambda,
-    tikhonov_iterations: Annotated[
-        int, typer.Option(help="CG iterations of the Tikhonov estimate (also tv's warm start).")
-    ] = D.tikhonov_iterations,
+    ] = D.regularization,
+    cycles: Annotated[
+        int, typer.Option(help="Registration / reconstruction / outlier cycles on the coarse lattice.")
+    ] = D.cycles,
+    uncertainty: Annotated[
+        Path | None,
+        typer.Option(help="Write a per-voxel uncertainty map: 1 / (1 + the data weight reaching the voxel)."),
+    ] = None,
+    output_mask: Annotated[
+        Path | None, typer.Option(help="Write the region the data supports (0/1) on the output grid.")
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(help="INR optimisation steps on top of the voxel-grid estimate (0: no INR).")
+    ] = D.steps,
+    encoding: Annotated[Encoding, typer.Option(help="INR encoding (with --steps).")] = D.encoding,
+    batch_size: Annotated[int, typer.Option(help="INR: stack voxels per step.")] = D.batch_size,
+    psf_samples: Annotated[
+        int, typer.Option(help="INR: points drawn inside each voxel's PSF per step.")
+    ] = D.psf_samples,
+    lr: Annotated[float, typer.Option(help="INR: peak learning rate (Adam; warm-up then cosine decay).")] = D.lr,
     fourier_sigma: Annotated[
-        float, typer.Option(help="Fourier encoding: frequency std in cycles per mm.")
+        float, typer.Option(help="INR Fourier encoding: frequency std in cycles per mm.")
     ] = D.fourier_sigma_per_mm,
     save_model: Annotated[
-        Path | None, typer.Option(help="Save the fitted model (re-render later with `inrsr upsample`).")
+        Path | None,
+        typer.Option(help="Save the fitted model with the slice transforms (re-render with `inrsr upsample`)."),
     ] = None,
     report: ReportOpt = None,
     seed: SeedOpt = D.seed,
     device: DeviceOpt = D.device,
     quiet: QuietOpt = False,
 ) -> None:
-    """Fit an INR to low-res stacks placed in world (scanner mm) space and render a high-res volume.
+    """Reconstruct a high-res volume from low-res stacks placed in world (scanner mm) space, correcting motion.
 
-    Each stack voxel is modelled as the image averaged over its slice PSF (Gaussian; through-plane FWHM = slice
-    thickness). The output is float32 NIfTI with sform and qform set.
+    Stacks are registered to the reference stack, then every slice gets its own rigid pose by slice-to-volume
+    registration alternating with reconstruction; outlier voxels and slices are down-weighted. Each stack voxel
+    is modelled as the image averaged over its slice PSF (Gaussian; through-plane FWHM = slice thickness). The
+    output is float32 NIfTI with sform and qform set, in the reference stack's frame.
 
     Examples:
 
       inrsr fit axial.nii.gz coronal.nii.gz sagittal.nii.gz -o hr.nii.gz --spacing 1
 
       inrsr fit ax.nii.gz sag.nii.gz -o hr.nii.gz --like t1.nii.gz --thickness 4,5 --save-model model.pt
+
+      inrsr fit a.nii.gz b.nii.gz c.nii.gz -o hr.nii.gz --motion stack --uncertainty u.nii.gz --report fit.json
     """
+    import numpy as np
     import torch
 
     from .. import geometry
@@ -122,8 +130,19 @@ def fit_command(
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     check_output_path(output)
+    for extra in (uncertainty, output_mask):
+        if extra is not None:
+            check_output_path(extra)
+    if save_model is not None:
+        check_output_path(save_model, (".pt",))
+    if report is not None:
+        check_output_path(Path(report), (".json",))
     if like is not None and spacing is not None:
         raise InputError("give either --like or --spacing, not both")
+    if steps < 0 or batch_size < 1 or psf_samples < 1 or lr <= 0 or cycles < 1:
+        raise InputError("--steps must be >= 0, --batch-size, --psf-samples and --cycles >= 1 and --lr > 0")
+    if regularization is not None and not regularization >= 0:
+        raise InputError(f"--regularization {regularization}: must be >= 0")
     thickness_list = None
     if thickness:
         try:
@@ -131,6 +150,8 @@ def fit_command(
         except ValueError:
             raise InputError(f"--thickness {thickness!r}: expected 'T' or 'T1,T2,...' in mm") from None
     volumes = [load_volume(p) for p in stacks]
+    if not 0 <= reference < len(volumes):
+        raise InputError(f"--reference {reference}: expected 0 to {len(volumes) - 1}")
     masks = None
     if mask:
         if len(mask) != len(volumes):
@@ -140,31 +161,37 @@ def fit_command(
         grid = load_volume(like).grid
     else:
         step = geometry.parse_spacing(spacing) if spacing else min(float(v.spacing.min()) for v in volumes)
-        grid = geometry.output_grid([(v.shape, v.affine) for v in volumes], step, extent)
+        order = [volumes[reference]] + [v for i, v in enumerate(volumes) if i != reference]
+        grid = geometry.output_grid([(v.shape, v.affine) for v in order], step, extent)
     config = FitConfig(
-        encoding=encoding,
+        register=register,
+        motion=motion,
+        reference=reference,
+        robust=robust,
+        slice_scaling=slice_scaling,
+        regularization=regularization,
+        cycles=cycles,
         steps=steps,
+        encoding=encoding,
         batch_size=batch_size,
         psf_samples=psf_samples,
         lr=lr,
-        init=init,
-        tv_iterations=tv_iterations,
-        tv_lambda=tv_lambda,
-        tikhonov_iterations=tikhonov_iterations,
         fourier_sigma_per_mm=fourier_sigma,
         auto_mask=auto_mask,
         seed=seed,
         device=device,
         thickness_mm=thickness_list,
     )
-    if steps < 0 or batch_size < 1 or psf_samples < 1 or lr <= 0:
-        raise InputError("--steps must be >= 0, --batch-size and --psf-samples >= 1 and --lr > 0")
     t0 = time.perf_counter()
     result = fit_stacks(volumes, grid, config, masks=masks, quiet=quiet)
     t1 = time.perf_counter()
     image = render(result.model, grid, device=result.model.base.device, quiet=quiet)
     t2 = time.perf_counter()
     save_volume(output, image, grid.affine)
+    if uncertainty is not None:
+        save_volume(uncertainty, result.uncertainty, grid.affine)
+    if output_mask is not None:
+        save_volume(output_mask, result.model.support.cpu().numpy().astype(np.float32), grid.affine)
     if save_model is not None:
         meta = {
             "model": result.model.metadata(),
@@ -172,6 +199,7 @@ def fit_command(
                 {"file": str(p), "shape": list(v.shape), "affine": v.affine.tolist()}
                 for p, v in zip(stacks, volumes, strict=True)
             ],
+            "slice_transforms": [np.asarray(p).tolist() for p in result.poses],
             "thickness_mm": result.report["thickness_mm"],
             "settings": result.report["settings"],
         }
@@ -182,8 +210,11 @@ def fit_command(
         payload["output"] = str(output)
         payload["inputs"] = [str(p) for p in stacks]
         write_json(report, payload)
+    for warning in result.report["warnings"]:
+        typer.echo(f"inrsr: warning: {warning}", err=True)
     if not quiet:
+        n_out = len(result.report["outlier_slices"])
         print(
             f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm "
-            f"(fit {t1 - t0:.1f} s, render {t2 - t1:.1f} s)"
+            f"(fit {t1 - t0:.1f} s, render {t2 - t1:.1f} s; {n_out} outlier slices)"
         )

@@ -63,7 +63,7 @@ def train_command(
     import time
 
     from ..errors import InputError
-    from .fit import check_output_path, write_json
+    from .common import check_output_path, write_json
 
     check_output_path(output, (".pt",))
     if output.exists() and not resume:

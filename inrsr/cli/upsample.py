@@ -63,7 +63,7 @@ def upsample_command(
     """
     from ..errors import InputError
     from ..io.checkpoints import is_checkpoint
-    from .fit import check_output_path
+    from .common import check_output_path
 
     check_output_path(output)
     if sum(x is not None for x in (spacing, like, scale)) != 1:
@@ -90,7 +90,7 @@ def _render_fitted(source, output, spacing, like, scale, report, device, quiet) 
     from ..io.nifti import load_volume, save_volume
     from ..model import CHECKPOINT_KIND, model_from_checkpoint
     from ..render import render
-    from .fit import write_json
+    from .common import write_json
 
     payload = load_checkpoint(source)
     if payload.get("kind") == "arssr":
@@ -135,7 +135,7 @@ def _super_resolve(source, output, spacing, like, scale, model, report, device, 
     from ..arssr.infer import load_model, output_scale, target_grid, upsample_volume
     from ..devices import resolve_device
     from ..io.nifti import load_volume, save_volume
-    from .fit import write_json
+    from .common import write_json
 
     volume = load_volume(source)
     grid = target_grid(volume, scale=scale, spacing=spacing, like=load_volume(like).grid if like else None)
