@@ -39,8 +39,8 @@ from .stacks import (
 
 # Automatic TV weight (normalised intensities): floor + PER_SIGMA * noise sigma. Chosen on the tuning case
 # (benchmarks/fit.py --tune), never on the benchmark's scored cases.
-LAMBDA_FLOOR = 2e-4
-LAMBDA_PER_SIGMA = 0.02
+LAMBDA_FLOOR = 5e-4
+LAMBDA_PER_SIGMA = 0.5
 
 
 @dataclass
@@ -170,7 +170,6 @@ def fit_stacks(
         sigma, LAMBDA_FLOOR, LAMBDA_PER_SIGMA
     )
     centre = geometry.apply_affine(output.affine, (np.asarray(output.shape) - 1) / 2)
-    centre_t = torch.as_tensor(centre, dtype=torch.float64, device=device)
     warnings: list[str] = []
     timings["setup_s"] = time.perf_counter() - t_start
 
@@ -197,38 +196,25 @@ def fit_stacks(
                     "warning": r.warning,
                 }
             )
-    params = [
-        torch.as_tensor(geometry.rigid_params(m, centre), dtype=torch.float64, device=device)
-        .repeat(s.shape[s.slice_axis], 1)
+    poses = [
+        torch.as_tensor(m, dtype=torch.float64, device=device).repeat(s.shape[s.slice_axis], 1, 1)
         for m, s in zip(stack_matrices, stacks, strict=True)
     ]
     timings["stack_registration_s"] = time.perf_counter() - t0
-
-    def poses_of(p: torch.Tensor) -> torch.Tensor:
-        from ..forward.posed_slices import rigid_matrices
-
-        return rigid_matrices(p, centre_t)
 
     def register_level(level: _Level, slice_level: bool, steps: int, lr: float, x: torch.Tensor) -> None:
         for s, term in enumerate(level.terms):
             if not slice_level and s == ref:
                 continue
             w = term.mask * term.voxel_weight * term._per_slice(term.slice_weight)
-            params[s] = reg.register_to_volume(
-                term.operator, x, term.y, w, params[s], centre_t, shared=not slice_level, steps=steps, lr=lr
-            )
+            poses[s] = reg.register_to_volume(term.operator, x, term.y, w, poses[s], not slice_level, steps, lr)
         if slice_level:  # the reference stack's mean pose defines the frame
-            gauge = params[ref].mean(0, keepdim=True)
-            g_inv = torch.linalg.inv(poses_of(gauge))[0]
-            for s in range(len(params)):
-                from ..geometry import rigid_params
-
-                mats = g_inv @ poses_of(params[s])
-                params[s] = torch.as_tensor(
-                    np.stack([rigid_params(m, centre) for m in mats.cpu().numpy()]), device=device
-                )
+            mean = np.mean([geometry.rigid_params(m, centre) for m in poses[ref].cpu().numpy()], axis=0)
+            g_inv = torch.as_tensor(np.linalg.inv(geometry.rigid_matrix(mean, centre)), device=device)
+            for s in range(len(poses)):
+                poses[s] = g_inv @ poses[s]
         for s, term in enumerate(level.terms):
-            term.poses = poses_of(params[s])
+            term.poses = poses[s]
 
     robust_log: list[dict] = []
 
@@ -240,7 +226,7 @@ def fit_stacks(
 
     # 2. Coarse lattice: reconstruction alternating with registration and robust weights; then the output lattice.
     t0 = time.perf_counter()
-    poses_np = lambda: [poses_of(p).cpu().numpy() for p in params]  # noqa: E731
+    poses_np = lambda: [p.cpu().numpy() for p in poses]  # noqa: E731
 
     def solve(level: _Level, x: torch.Tensor, reweightings: int, what: str) -> torch.Tensor:
         text = f"{what} ({level.lattice.spacing.min():.3g} mm)"

@@ -126,31 +126,33 @@ def register_to_volume(
     volume: torch.Tensor,
     y: torch.Tensor,
     weight: torch.Tensor,
-    params: torch.Tensor,
-    centre_mm: torch.Tensor,
+    poses: torch.Tensor,
     shared: bool,
     steps: int,
     lr: float,
 ) -> torch.Tensor:
-    """Refine a stack's pose parameters ``(n_slices, 6)`` against ``volume`` by gradient descent (Adam) on the
+    """Refine a stack's slice poses ``(n_slices, 4, 4)`` against ``volume`` by gradient descent (Adam) on the
     weighted squared error after a per-slice least-squares intensity scale (so, in effect, on each slice's
-    normalised cross-correlation with the prediction). ``shared``: one pose for the whole stack."""
+    normalised cross-correlation with the prediction). The update is a rigid transform about each slice's own
+    centre (``shared``: one update about the stack's centre), so that rotations and translations decouple.
+    """
     volume = volume.detach()
-    start = params.detach().mean(0, keepdim=True) if shared else params.detach()
-    delta = torch.zeros_like(start, requires_grad=True)
+    start = poses.detach()
+    centres = operator.slice_centres(start)
+    if shared:
+        centres = centres.mean(0, keepdim=True)
+    delta = torch.zeros(len(centres), 6, dtype=start.dtype, device=start.device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
     axes = tuple(a for a in range(3) if a != operator.slice_axis)
     denom = weight.sum().clamp_min(1e-12)
     for step in range(steps):
         for group in opt.param_groups:  # cosine decay to 10%
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
-        p = (start + delta).expand(params.shape) if shared else start + delta
-        pred = operator(volume, rigid_matrices(p, centre_mm))
+        pred = operator(volume, rigid_matrices(delta, centres) @ start)
         wp = weight * pred
         scale = (wp * y).sum(axes, keepdim=True) / (wp * pred).sum(axes, keepdim=True).clamp_min(1e-12)
         loss = (weight * (scale.detach() * pred - y) ** 2).sum() / denom
         opt.zero_grad()
         loss.backward()
         opt.step()
-    final = start + delta.detach()
-    return final.expand(params.shape).clone() if shared else final
+    return (rigid_matrices(delta.detach(), centres) @ start).detach()

@@ -136,8 +136,8 @@ class Reconstruction:
 def automatic_weight(noise_sigma: float, floor: float, per_sigma: float) -> float:
     """The TV weight from the stacks' noise level (normalised intensities): ``floor + per_sigma * sigma``.
 
-    >>> automatic_weight(0.0, 1e-4, 0.02), automatic_weight(0.01, 1e-4, 0.02)
-    (0.0001, 0.0003)
+    >>> automatic_weight(0.0, 5e-4, 0.5), automatic_weight(0.01, 5e-4, 0.5)
+    (0.0005, 0.0055)
     """
     return float(floor + per_sigma * max(noise_sigma, 0.0))
 

@@ -30,7 +30,8 @@ from .slice_psf import gaussian_taps
 
 
 def rigid_matrices(params: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tensor:
-    """Differentiable twin of :func:`inrsr.geometry.rigid_matrix`: ``(n, 6)`` (degrees, mm) -> ``(n, 4, 4)``.
+    """Differentiable twin of :func:`inrsr.geometry.rigid_matrix`: ``(n, 6)`` (degrees, mm) -> ``(n, 4, 4)``,
+    about one centre ``(3,)`` or one per transform ``(n, 3)``.
 
     >>> from inrsr.geometry import rigid_matrix
     >>> p = torch.tensor([[3.0, -4.0, 5.0, 1.0, 2.0, -3.0]], dtype=torch.float64)
@@ -46,7 +47,8 @@ def rigid_matrices(params: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tenso
     ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).view(-1, 3, 3)
     rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1).view(-1, 3, 3)
     r = rz @ ry @ rx
-    t = centre_mm + params[:, 3:6] - r @ centre_mm
+    c = centre_mm.to(params.dtype).expand(len(params), 3)
+    t = c + params[:, 3:6] - torch.einsum("nij,nj->ni", r, c)
     bottom = torch.zeros(len(params), 1, 4, dtype=params.dtype, device=params.device)
     bottom[:, 0, 3] = 1
     return torch.cat([torch.cat([r, t[:, :, None]], 2), bottom], 1)
@@ -144,6 +146,13 @@ class PosedStackOperator:
         if poses is None:
             return base
         return poses.to(torch.float64) @ base
+
+    def slice_centres(self, poses: torch.Tensor | None) -> torch.Tensor:
+        """World position (mm) of each slice's centre under ``poses``: ``(n_slices, 3)``."""
+        centre = torch.tensor([(n - 1) / 2 for n in self.stack_shape], dtype=torch.float64)
+        centre[self.slice_axis] = 0
+        a = self.slice_affines(None if poses is None else poses.cpu())
+        return (a[:, :3, :3] @ centre + a[:, :3, 3]).to(poses.device if poses is not None else "cpu")
 
     def _coords(self, poses: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """``grid_sample`` coordinates of every sample: ``(1, n_slices * T, Fb, Fc, 3)``."""
