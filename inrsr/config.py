@@ -36,8 +36,10 @@ class FitConfig:
     reference: int = 0  # the stack that defines the output frame
     # reconstruction (voxel grid, coarse to fine)
     regularization: float | None = None  # TV weight in physical units; None: set from the stacks' noise level
-    cycles: int = 3  # registration / reconstruction / robust-weight cycles at the coarse level
-    registration_steps: int = 20  # gradient steps per registration in a cycle
+    cycles: int = 5  # registration / reconstruction / robust-weight cycles at the coarse level
+    fine_cycles: int = 3  # slice registration / reconstruction cycles on the output lattice (--motion slice)
+    registration_steps: int = 40  # gradient steps per registration in a cycle
+    motion_smoothness: float = 1e-4  # penalty on pose changes between slices consecutive in acquisition time
     cg_iterations: int = 8  # conjugate-gradient iterations per TV reweighting
     tv_reweightings: int = 2  # lagged-diffusivity reweightings per reconstruction
     final_reweightings: int = 2

@@ -28,6 +28,7 @@ from . import register as reg
 from .inr import TrainingVoxels, field_spec, train_inr
 from .solver import Reconstruction, StackTerm, as_tensor, automatic_weight, robust_update, update_slice_scales
 from .stacks import (
+    acquisition_order,
     check_overlap,
     coarser_stack,
     foreground,
@@ -202,12 +203,18 @@ def fit_stacks(
     ]
     timings["stack_registration_s"] = time.perf_counter() - t0
 
+    orders = [acquisition_order(s) for s in stacks]
+    centre_t = torch.as_tensor(centre, dtype=torch.float64, device=device)
+
     def register_level(level: _Level, slice_level: bool, steps: int, lr: float, x: torch.Tensor) -> None:
         for s, term in enumerate(level.terms):
             if not slice_level and s == ref:
                 continue
             w = term.mask * term.voxel_weight * term._per_slice(term.slice_weight)
-            poses[s] = reg.register_to_volume(term.operator, x, term.y, w, poses[s], not slice_level, steps, lr)
+            poses[s] = reg.register_to_volume(
+                term.operator, x, term.y, w, poses[s], not slice_level, steps, lr,
+                order=orders[s], smoothness=config.motion_smoothness, centre_mm=centre_t,
+            )
         if slice_level:  # the reference stack's mean pose defines the frame
             mean = np.mean([geometry.rigid_params(m, centre) for m in poses[ref].cpu().numpy()], axis=0)
             g_inv = torch.as_tensor(np.linalg.inv(geometry.rigid_matrix(mean, centre)), device=device)
@@ -241,18 +248,20 @@ def fit_stacks(
             x = solve(coarse, x, config.tv_reweightings, f"reconstruction, cycle {cycle + 1}/{config.cycles}")
             if motion is not Motion.none:
                 slice_level = motion is Motion.slice and cycle > 0
-                register_level(coarse, slice_level, config.registration_steps, 0.5, x)
+                register_level(coarse, slice_level, config.registration_steps, 1.0, x)
             robust_step(coarse, x)
     level = _Level(output, stacks, fg, ys, thick, poses_np(), device)
     if coarse is None:
         x = solve(level, torch.zeros(output.shape, device=device), config.tv_reweightings, "reconstruction")
         if motion is not Motion.none:
-            register_level(level, motion is Motion.slice, config.registration_steps, 0.5, x)
+            register_level(level, motion is Motion.slice, config.registration_steps, 1.0, x)
     else:
         _slice_weights_from(coarse, level)
         x = solve(level, resample_lattice(x, coarse.lattice, output), 1, "reconstruction")
-        if motion is Motion.slice:
-            register_level(level, True, config.registration_steps // 2, 0.2, x)
+        for _ in range(config.fine_cycles if motion is Motion.slice else 0):
+            register_level(level, True, config.registration_steps // 4, 0.2, x)
+            robust_step(level, x)
+            x = solve(level, x, 1, "reconstruction")
     robust_step(level, x)
     x = solve(level, x, config.final_reweightings, "final reconstruction")
     timings["reconstruction_s"] = time.perf_counter() - t0

@@ -102,10 +102,12 @@ def register_stack(
     # sampled the object at T^-1(q) in the reference frame, so M = T^-1 (in RAS).
     m = LPS @ np.linalg.inv(_as_matrix(result)) @ LPS
     params = geometry.rigid_params(m, centre_mm)
-    if not (after < before) or np.abs(params[:3]).max() > MAX_ANGLE_DEG or np.abs(params[3:]).max() > MAX_SHIFT_MM:
+    if np.abs(params[:3]).max() > MAX_ANGLE_DEG or np.abs(params[3:]).max() > MAX_SHIFT_MM:
         return StackRegistration(
-            np.eye(4), before, after, f"{moving.name}: stack registration did not converge; using its header"
+            np.eye(4), before, after, f"{moving.name}: stack registration diverged; using its header"
         )
+    if not after < before:  # the header is already the best alignment found
+        return StackRegistration(np.eye(4), before, before)
     return StackRegistration(m, before, after)
 
 
@@ -121,6 +123,17 @@ def _as_matrix(transform) -> np.ndarray:
     return m
 
 
+def rigid_parameters(matrices: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tensor:
+    """Differentiable :func:`inrsr.geometry.rigid_params` for ``(n, 4, 4)`` matrices -> ``(n, 6)``."""
+    r = matrices[:, :3, :3]
+    ay = torch.asin((-r[:, 2, 0]).clamp(-1, 1))
+    ax = torch.atan2(r[:, 2, 1], r[:, 2, 2])
+    az = torch.atan2(r[:, 1, 0], r[:, 0, 0])
+    c = centre_mm.to(matrices.dtype)
+    t = matrices[:, :3, 3] - c + r @ c
+    return torch.cat([torch.rad2deg(torch.stack([ax, ay, az], 1)), t], 1)
+
+
 def register_to_volume(
     operator: PosedStackOperator,
     volume: torch.Tensor,
@@ -130,11 +143,18 @@ def register_to_volume(
     shared: bool,
     steps: int,
     lr: float,
+    order: Sequence[int] | None = None,
+    smoothness: float = 0.0,
+    centre_mm: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Refine a stack's slice poses ``(n_slices, 4, 4)`` against ``volume`` by gradient descent (Adam) on the
     weighted squared error after a per-slice least-squares intensity scale (so, in effect, on each slice's
     normalised cross-correlation with the prediction). The update is a rigid transform about each slice's own
     centre (``shared``: one update about the stack's centre), so that rotations and translations decouple.
+
+    ``smoothness`` > 0 adds ``smoothness * mean |p_next - p|^2`` over slices consecutive in acquisition ``order``
+    (``p``: pose parameters in degrees and mm about ``centre_mm``): heads move smoothly in time, and a thick
+    slice alone constrains its out-of-plane rotation weakly.
     """
     volume = volume.detach()
     start = poses.detach()
@@ -152,6 +172,9 @@ def register_to_volume(
         wp = weight * pred
         scale = (wp * y).sum(axes, keepdim=True) / (wp * pred).sum(axes, keepdim=True).clamp_min(1e-12)
         loss = (weight * (scale.detach() * pred - y) ** 2).sum() / denom
+        if smoothness > 0 and not shared and order is not None and len(order) > 1:
+            p = rigid_parameters(rigid_matrices(delta, centres) @ start, centre_mm)[list(order)]
+            loss = loss + smoothness * ((p[1:] - p[:-1]) ** 2).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -122,3 +122,20 @@ def support_on_lattice(lattice: Grid, stacks: Sequence[Volume], masks: Sequence[
             > 0
         )
     return support
+
+
+def acquisition_order(stack: Volume) -> list[int]:
+    """The order in which a stack's slices were acquired: the sidecar's ``AcquisitionOrder``, else the order of
+    its BIDS ``SliceTiming``, else interleaved (even slices, then odd), the common default of 2D multi-slice.
+
+    >>> acquisition_order(Volume(np.zeros((4, 4, 5), np.float32), np.diag([1.0, 1.0, 4.0, 1.0])))
+    [0, 2, 4, 1, 3]
+    """
+    n = stack.shape[stack.slice_axis]
+    sidecar = stack.meta.get("sidecar", {})
+    order = sidecar.get("AcquisitionOrder")
+    if order is None and isinstance(sidecar.get("SliceTiming"), list) and len(sidecar["SliceTiming"]) == n:
+        order = [int(k) for k in np.argsort(sidecar["SliceTiming"], kind="stable")]
+    if order is None or sorted(int(k) for k in order) != list(range(n)):
+        order = list(range(0, n, 2)) + list(range(1, n, 2))
+    return [int(k) for k in order]

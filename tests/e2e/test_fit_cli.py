@@ -230,3 +230,42 @@ def test_simulate_writes_correct_geometry(case, tmp_path):
     np.testing.assert_allclose(centre, centre_hr, atol=1e-6)
     cos = abs(img.affine[0, 0]) / 1.0
     assert abs(cos - np.cos(np.radians(30))) < 1e-6
+
+
+def test_unwritable_output_fails_before_any_work(case, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    for flag, name in (("-o", "out.nii.gz"), ("--uncertainty", "u.nii.gz"), ("--report", "r.json")):
+        args = ["-o", str(tmp_path / "ok.nii.gz")] if flag != "-o" else []
+        proc = run_cli("fit", *case["stacks"], *args, flag, str(blocker / "sub" / name), check=False)
+        _expect_failure(proc, str(blocker))
+        assert proc.returncode == 2
+        assert "reconstruction" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_fit_corrects_simulated_motion_through_the_cli(case, tmp_path):
+    """Stacks simulated with head motion between series: the default fit beats trusting the headers."""
+    stacks = []
+    for axis, motion in zip("xyz", ["0,0,0,0,0,0", "5,-3,4,2,-2,2", "-4,3,-5,-2,2,-1"], strict=True):
+        out = tmp_path / f"moved_{axis}.nii.gz"
+        run_cli("simulate", str(case["dir"] / "hr.nii.gz"), "-o", str(out), "--axis", axis, "--thickness", "3",
+                "--motion-stack", motion, "--noise", "0.01", "--seed", "1", "-q")
+        assert (tmp_path / f"moved_{axis}.json").exists()
+        stacks.append(str(out))
+    like = str(case["dir"] / "hr.nii.gz")
+    run_cli("fit", *stacks, "-o", str(tmp_path / "corrected.nii.gz"), "--like", like, "--motion", "stack",
+            "--uncertainty", str(tmp_path / "u.nii.gz"), "--output-mask", str(tmp_path / "m.nii.gz"),
+            "--report", str(tmp_path / "r.json"), "-q")
+    run_cli("fit", *stacks, "-o", str(tmp_path / "headers.nii.gz"), "--like", like, "--no-register",
+            "--motion", "none", "-q")
+    hr, mask = case["hr"], case["mask"]
+    corrected = psnr(np.asarray(nib.load(str(tmp_path / "corrected.nii.gz")).dataobj), hr.data, mask)
+    headers = psnr(np.asarray(nib.load(str(tmp_path / "headers.nii.gz")).dataobj), hr.data, mask)
+    assert corrected > headers + 3.0, (corrected, headers)
+    report = __import__("json").loads((tmp_path / "r.json").read_text())
+    assert len(report["stack_registration"]) == 2
+    assert report["settings"]["motion"] == "stack"
+    assert nib.load(str(tmp_path / "u.nii.gz")).shape == hr.shape
+    m = np.asarray(nib.load(str(tmp_path / "m.nii.gz")).dataobj)
+    assert set(np.unique(m)) <= {0.0, 1.0} and m[mask].mean() > 0.95
