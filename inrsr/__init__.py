@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "FitConfig": "inrsr.config",
+    "Motion": "inrsr.config",
     "fit_stacks": "inrsr.fit",
     "SRModel": "inrsr.model",
     "render": "inrsr.render",

@@ -107,7 +107,7 @@ def dropout_map(shape: Sequence[int], rng: np.random.Generator, edge_vox: float 
 
 
 @dataclass(frozen=True)
-class Motion:
+class SimulatedMotion:
     """Simulated motion and corruption: ``stack_params`` (6), head pose about ``centre_mm``; ``slice_params``
     ``(n, 6)`` per slice (``H_k = rigid_matrix(walk_k) @ H_stack``, as parameters); corrupted slice indices."""
 
@@ -155,7 +155,7 @@ def _shift(axis: int, k: int) -> np.ndarray:
 
 
 def _simulate_slices(
-    hr: Volume, shape: tuple[int, int, int], affine: np.ndarray, axis: int, thickness_mm: float, motion: Motion
+    hr: Volume, shape: tuple[int, int, int], affine: np.ndarray, axis: int, thickness_mm: float, motion: SimulatedMotion
 ) -> np.ndarray:
     """Each slice through its own single-slice operator with affine ``M_k @ A @ shift(k)``."""
     data = np.zeros(shape, dtype=np.float32)
@@ -196,8 +196,8 @@ def simulate_stack(
     affine is the unmoved one.
 
     The result records its slice thickness in ``meta["thickness_mm"]``, its slice axis in ``meta["slice_axis"]``
-    and, with motion or corruption, a :class:`Motion` in ``meta["motion"]``. :func:`stack_sidecar` turns that
-    into the stack's JSON sidecar.
+    and, with motion or corruption, a :class:`SimulatedMotion` in ``meta["motion"]``. :func:`stack_sidecar` turns
+    that into the stack's JSON sidecar.
     """
     axis = parse_axis(axis)
     if thickness_mm <= 0:
@@ -231,7 +231,7 @@ def simulate_stack(
         if corrupt > 0:
             crng = np.random.default_rng([seed, 2])
             corrupted = tuple(sorted(int(k) for k in crng.choice(n_slices, int(corrupt), replace=False)))
-        motion = Motion(stack_params, slice_params, centre, corrupted)
+        motion = SimulatedMotion(stack_params, slice_params, centre, corrupted)
         meta["motion"] = motion
         if motion_slices is None:
             m = np.linalg.inv(h_stack)
@@ -257,7 +257,7 @@ def stack_sidecar(stack: Volume) -> dict:
 
     ``SliceThickness`` and ``SpacingBetweenSlices`` (mm), ``SliceAxis`` (the voxel axis), ``AcquisitionOrder``
     (slice indices in time order, interleaved) and, with motion or corruption, ``SimulatedMotion``
-    (:meth:`Motion.to_dict`).
+    (:meth:`SimulatedMotion.to_dict`).
     """
     axis = int(stack.meta.get("slice_axis", stack.slice_axis))
     thickness = float(stack.meta.get("thickness_mm", stack.spacing[axis]))
@@ -267,6 +267,6 @@ def stack_sidecar(stack: Volume) -> dict:
         "SliceAxis": axis,
         "AcquisitionOrder": interleaved_order(stack.shape[axis]),
     }
-    if isinstance(stack.meta.get("motion"), Motion):
+    if isinstance(stack.meta.get("motion"), SimulatedMotion):
         sidecar["SimulatedMotion"] = stack.meta["motion"].to_dict()
     return sidecar

@@ -80,7 +80,9 @@ def write_json(path, payload: dict) -> None:
     import json
     from pathlib import Path
 
+    from .. import __version__
     from ..io.nifti import atomic_path
 
+    payload = {"inrsr_version": __version__, **payload}
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(payload, indent=2, default=str) + "\n")

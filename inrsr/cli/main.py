@@ -25,6 +25,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"inrsr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """MRI super-resolution and accelerated reconstruction with implicit neural representations."""
+
+
 app.command("fit", no_args_is_help=True)(fit_command)
 app.command("upsample", no_args_is_help=True)(upsample_command)
 app.command("simulate", no_args_is_help=True)(simulate_command)

@@ -127,7 +127,7 @@ class _Level:
         self.problem = Reconstruction(self.terms, lattice.shape, lattice.spacing)
 
 
-def _slice_weights_from(level: _Level, target: _Level) -> None:  # noqa: D103
+def _slice_weights_from(level: _Level, target: _Level) -> None:
     """Carry robust slice weights and scales from one level to another (slices are the same)."""
     for a, b in zip(level.terms, target.terms, strict=True):
         b.slice_weight = a.slice_weight.clone()
@@ -229,7 +229,7 @@ def fit_stacks(
         if config.slice_scaling:
             update_slice_scales(level.terms, x)
         if config.robust:
-            robust_log.append(robust_update(level.terms, level.problem.residuals(x), config.slice_scaling))
+            robust_log.append(robust_update(level.terms, level.problem.residuals(x)))
 
     # 2. Coarse lattice: reconstruction alternating with registration and robust weights; then the output lattice.
     t0 = time.perf_counter()

@@ -11,7 +11,6 @@ conjugate gradients on the resulting quadratic problem, warm-started.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +20,11 @@ import torch
 from ..forward.posed_slices import PosedStackOperator
 from ..progress import Progress
 
-TV_EPS = float(os.environ.get("TVEPS", "1e-2"))  # intensity per mm: where TV turns quadratic
+TV_EPS = 1e-2  # intensity per mm: below it TV turns quadratic
+# Intensity per mm (the reference's bright tissue is ~1): above it the prior turns quadratic too, so oscillations that
+# inconsistent data (misregistered or corrupted slices) excite cannot grow from one reweighting to the next.
+TV_MAX_GRADIENT = 1.0
+MAX_INTENSITY = 3.0  # estimates are clipped to [0, 3] (normalised intensities)
 
 
 @dataclass
@@ -65,12 +68,6 @@ def gradient_mm(x: torch.Tensor, spacing: Sequence[float]) -> list[torch.Tensor]
     return out
 
 
-def tv_value(x: torch.Tensor, spacing: Sequence[float]) -> float:
-    """Mean over the lattice of ``sqrt(|grad x|^2 + eps^2)`` (per mm)."""
-    g = gradient_mm(x, spacing)
-    return float(torch.sqrt(sum(gi * gi for gi in g) + TV_EPS**2).mean())
-
-
 class Reconstruction:
     """The weighted least-squares + TV problem over ``terms`` on a lattice of ``shape`` and ``spacing`` (mm)."""
 
@@ -111,7 +108,7 @@ class Reconstruction:
         with Progress(reweightings * cg_iterations, description, quiet=quiet) as bar:
             for _ in range(reweightings):
                 g = gradient_mm(x, self.spacing)
-                q = 1.0 / torch.sqrt(sum(gi * gi for gi in g) + TV_EPS**2)
+                q = 1.0 / torch.sqrt(sum(gi * gi for gi in g) + TV_EPS**2).clamp_max(TV_MAX_GRADIENT)
                 r = rhs - self._normal(x, weights, total, lam, q)
                 p = r.clone()
                 rs = (r * r).sum()
@@ -124,7 +121,7 @@ class Reconstruction:
                     bar.update(1)
                     p = r + (rs_new / rs.clamp_min(1e-30)) * p
                     rs = rs_new
-                x = x.clamp_min(0)
+                x = x.clamp(0, MAX_INTENSITY)
         return x
 
     def residuals(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -142,7 +139,7 @@ def automatic_weight(noise_sigma: float, floor: float, per_sigma: float) -> floa
     return float(floor + per_sigma * max(noise_sigma, 0.0))
 
 
-def robust_update(terms: Sequence[StackTerm], residuals: Sequence[torch.Tensor], slice_scaling: bool) -> dict:
+def robust_update(terms: Sequence[StackTerm], residuals: Sequence[torch.Tensor]) -> dict:
     """One EM step of the robust statistics (Kuklisova-Murgasova et al. 2012), in place on ``terms``.
 
     Voxels: a Gaussian inlier (variance ``sigma^2``) against a uniform outlier over the intensity range, mixed

@@ -6,7 +6,8 @@ the slice thickness, in-plane about the in-plane spacing. Two realisations share
 * :class:`StackOperator`, a linear operator from a volume on a regular lattice (trilinear interpolation
   between lattice points) to a stack. It resamples the lattice onto a fine grid in the stack's frame and applies
   separable Gaussian filters with a stride, so it is fast and exact up to the fine-grid quadrature. Used by
-  ``simulate``, the voxel-grid initialisation and the classic baseline. Its adjoint comes from autograd.
+  ``simulate`` (lattice-aligned stacks are resampled separably). Its adjoint comes from autograd.
+  :class:`~inrsr.forward.posed_slices.PosedStackOperator` is its twin for slices with their own poses (``fit``).
 * :func:`psf_offsets`, Gaussian sample offsets (in the stack's voxel units) for evaluating a continuous field
   at several points inside each voxel's PSF during training.
 """

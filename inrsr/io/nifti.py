@@ -105,6 +105,9 @@ def to_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units(xyz="mm", t="sec")
+    from .. import __version__
+
+    img.header["descrip"] = f"inrsr {__version__}".encode()[:80]
     return img
 
 

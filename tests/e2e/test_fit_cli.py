@@ -269,3 +269,14 @@ def test_fit_corrects_simulated_motion_through_the_cli(case, tmp_path):
     assert nib.load(str(tmp_path / "u.nii.gz")).shape == hr.shape
     m = np.asarray(nib.load(str(tmp_path / "m.nii.gz")).dataobj)
     assert set(np.unique(m)) <= {0.0, 1.0} and m[mask].mean() > 0.95
+
+
+def test_version_is_printed_and_recorded(case, tmp_path):
+    from inrsr import __version__
+
+    assert run_cli("--version").stdout.strip() == f"inrsr {__version__}"
+    out = tmp_path / "v.nii.gz"
+    run_cli("fit", *case["stacks"], "-o", str(out), "--spacing", "3", "--motion", "none", "--cycles", "1",
+            "--report", str(tmp_path / "v.json"), "-q")
+    assert nib.load(str(out)).header["descrip"].item().decode() == f"inrsr {__version__}"
+    assert __import__("json").loads((tmp_path / "v.json").read_text())["inrsr_version"] == __version__

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from inrsr.errors import InputError
 from inrsr.config import FitConfig
+from inrsr.errors import InputError
 from inrsr.fit.inr import field_spec
 from inrsr.geometry import Normalization, apply_affine, output_grid
 from inrsr.io.checkpoints import FORMAT, FORMAT_VERSION, is_checkpoint, load_checkpoint, save_checkpoint

@@ -120,3 +120,13 @@ def test_automatic_weight_beats_a_fixed_one(hr, noise):
     ours = psnr(render(auto.model, hr.grid), hr.data, mask)
     theirs = psnr(render(fixed.model, hr.grid), hr.data, mask)
     assert ours > theirs, (noise, auto.report["regularization"], other, ours, theirs)
+
+
+def test_failed_registration_falls_back_to_the_header(hr):
+    fixed, moving, _ = stacks_of(hr)
+    far = moving.affine.copy()
+    far[:3, 3] += 500.0  # no overlap at all: the metric cannot be evaluated
+    away = Volume(moving.data, far, "away.nii.gz")
+    r = register_stack(fixed, foreground(fixed), away, foreground(away), centre(hr))
+    np.testing.assert_array_equal(r.matrix, np.eye(4))
+    assert r.warning is not None and "away.nii.gz" in r.warning
