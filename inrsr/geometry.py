@@ -188,6 +188,20 @@ def parse_spacing(text: str | float | Sequence[float]) -> np.ndarray:
     return spacing
 
 
+def sampling_affine(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
+    """World mm -> the normalised coordinates of ``torch.nn.functional.grid_sample`` (``align_corners=True``) on a
+    volume of ``shape`` with ``affine``; rows in grid_sample's (x, y, z) = (last, middle, first axis) order.
+
+    >>> np.round(apply_affine(sampling_affine((3, 5, 9), np.eye(4)), [2.0, 0.0, 4.0]), 6)
+    array([ 0., -1.,  1.])
+    """
+    size = np.asarray(shape[:3], dtype=np.float64)
+    to_sample = np.eye(4)
+    to_sample[:3, :3] = np.diag(2.0 / np.maximum(size - 1, 1))
+    to_sample[:3, 3] = -1.0
+    return (to_sample @ np.linalg.inv(np.asarray(affine, dtype=np.float64)))[[2, 1, 0, 3]]
+
+
 @dataclass(frozen=True)
 class Grid:
     """A regular voxel grid: shape and voxel -> world affine (mm)."""

@@ -17,7 +17,7 @@ from torch import nn
 
 from .encodings import FourierEncoding, HashGridEncoding, PositionalEncoding
 from .fields import Field, SirenField
-from .geometry import Grid, Normalization
+from .geometry import Grid, Normalization, sampling_affine
 
 ENCODINGS = ("hash", "fourier", "positional", "siren")
 
@@ -86,13 +86,8 @@ class SRModel(nn.Module):
         self.register_buffer(
             "world_to_unit", _torch_affine(normalization.unit_affine(np.eye(4))), persistent=False
         )
-        size = np.asarray(lattice.shape, dtype=np.float64)
-        to_sample = np.eye(4)
-        to_sample[:3, :3] = np.diag(2.0 / np.maximum(size - 1, 1))
-        to_sample[:3, 3] = -1.0
-        lattice_sample = to_sample @ np.linalg.inv(lattice.affine)
         self.register_buffer(
-            "world_to_lattice", _torch_affine(lattice_sample[[2, 1, 0, 3]]), persistent=False
+            "world_to_lattice", _torch_affine(sampling_affine(lattice.shape, lattice.affine)), persistent=False
         )
 
     def _sample_lattice(self, volume: torch.Tensor, world: torch.Tensor, mode: str) -> torch.Tensor:

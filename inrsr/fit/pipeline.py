@@ -66,11 +66,7 @@ def coarse_grid(grid: Grid, factor: int = 2) -> Grid:
 
 def resample_lattice(x: torch.Tensor, source: Grid, target: Grid) -> torch.Tensor:
     """``x`` on ``source`` read at ``target``'s voxel centres (trilinear, 0 outside)."""
-    size = np.asarray(source.shape, dtype=np.float64)
-    to_sample = np.eye(4)
-    to_sample[:3, :3] = np.diag(2.0 / np.maximum(size - 1, 1))
-    to_sample[:3, 3] = -1.0
-    m = (to_sample @ np.linalg.solve(source.affine, target.affine))[[2, 1, 0, 3]]
+    m = geometry.sampling_affine(source.shape, source.affine) @ target.affine
     axes = [torch.arange(n, dtype=torch.float64) for n in target.shape]
     ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
     g = ijk @ torch.as_tensor(m[:3, :3]).T + torch.as_tensor(m[:3, 3])

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..geometry import Grid, voxel_spacing
+from ..geometry import Grid, sampling_affine, voxel_spacing
 from .slice_psf import gaussian_taps
 
 
@@ -125,11 +125,7 @@ class PosedStackOperator:
         local[..., self.slice_axis] = offsets.reshape(-1, 1, 1)
         self._local = torch.as_tensor(local.reshape(-1, 3), dtype=torch.float64)
         # world -> grid_sample coordinates of the source lattice (align_corners=True), axes reversed
-        size = np.asarray(source.shape, dtype=np.float64)
-        to_sample = np.eye(4)
-        to_sample[:3, :3] = np.diag(2.0 / np.maximum(size - 1, 1))
-        to_sample[:3, 3] = -1.0
-        self._world_to_sample = torch.as_tensor((to_sample @ np.linalg.inv(source.affine))[[2, 1, 0, 3]])
+        self._world_to_sample = torch.as_tensor(sampling_affine(source.shape, source.affine))
         self._cache: dict = {}
 
     @property
