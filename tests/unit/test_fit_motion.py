@@ -58,14 +58,18 @@ def mean_pose_error(stacks: list[Volume], poses) -> tuple[float, float]:
 
 
 def test_stack_registration_recovers_a_known_transform(hr):
-    motion = [None, (4.0, -3.0, 5.0, 2.5, -2.0, 3.0), None]
-    fixed, moving, _ = stacks_of(hr, motion_stack=motion)
-    r = register_stack(fixed, foreground(fixed), moving, foreground(moving), centre(hr))
-    truth = moving.meta["motion"].slice_to_object()[0]
-    pts = geometry.apply_affine(moving.affine, np.argwhere(moving.data > 0.1))
-    angle, dist = geometry.rigid_difference(r.matrix, truth, pts)
-    assert angle < 0.5 and dist < 0.5, (angle, dist, geometry.rigid_params(r.matrix, centre(hr)))
-    assert r.metric_after < r.metric_before and r.warning is None
+    """Mutual-information registration to the reference stack, refined against the reconstruction."""
+    motion = [None, (4.0, -3.0, 5.0, 2.5, -2.0, 3.0), (-3.0, 4.0, -2.0, -2.0, 3.0, 2.0)]
+    stacks = stacks_of(hr, motion_stack=motion)
+    result = fit_stacks(stacks, hr.grid, FitConfig(device="cpu", motion=Motion.stack, cycles=3))
+    for s in (1, 2):
+        truth = stacks[s].meta["motion"].slice_to_object()[0]
+        pts = geometry.apply_affine(stacks[s].affine, np.argwhere(stacks[s].data > 0.1))
+        angle, dist = geometry.rigid_difference(result.poses[s][0], truth, pts)
+        assert angle < 0.5 and dist < 0.5, (s, angle, dist)
+    reg = result.report["stack_registration"]
+    assert [r["stack"] for r in reg] == [1, 2]
+    assert all(r["metric_after"] < r["metric_before"] and r["warning"] is None for r in reg)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +108,9 @@ def test_corrupted_slices_are_flagged(moving_case, fits):
     report = fits["slice"][0].report
     truth = {(i, k) for i, s in enumerate(moving_case) for k in s.meta["motion"].corrupted}
     flagged = {(o["stack"], o["slice"]) for o in report["outlier_slices"]}
-    assert len(truth & flagged) >= len(truth) - 1, (truth, flagged)
-    assert len(flagged - truth) <= 2, (truth, flagged)
+    # slices near the edge of the head lose little signal to a dropout; two thirds of the corrupted ones at least
+    assert len(truth & flagged) >= 2 * len(truth) / 3, (truth, flagged)
+    assert len(flagged - truth) <= 1, (truth, flagged)
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.03])
