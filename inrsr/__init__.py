@@ -3,7 +3,7 @@
 The public Python API; names are imported lazily so that ``import inrsr`` (and the CLI's ``--help``) stay fast.
 
 >>> import inrsr
->>> inrsr.FitConfig().encoding
+>>> inrsr.FitConfig().encoding.value
 'hash'
 """
 
