@@ -100,7 +100,7 @@ class _Level:
     def __init__(self, lattice: Grid, stacks, masks, ys, thick, poses, device) -> None:
         self.lattice = lattice
         h = float(lattice.spacing.min())
-        self.stacks, self.terms = [], []
+        self.terms: list[StackTerm] = []
         for stack, mask, y, t, pose in zip(stacks, masks, ys, thick, poses, strict=True):
             inplane = min(float(stack.spacing[a]) for a in range(3) if a != stack.slice_axis)
             factor = max(1, int(round(h / inplane)))
@@ -108,7 +108,6 @@ class _Level:
             op = PosedStackOperator(vol.shape, vol.affine, psf_sigmas_mm(vol.affine, stack.slice_axis, t), lattice,
                                     stack.slice_axis)
             n = vol.shape[stack.slice_axis]
-            self.stacks.append(vol)
             self.terms.append(
                 StackTerm(
                     operator=op,
