@@ -71,7 +71,7 @@ def register_stack(
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.25, seed)
+    method.SetMetricSamplingPercentage(0.25, seed % (2**31 - 1) + 1)  # SimpleITK reads seed 0 as "wall clock"
     method.SetMetricFixedMask(f_mask)
     method.SetMetricMovingMask(m_mask)
     method.SetInterpolator(sitk.sitkLinear)
