@@ -53,13 +53,14 @@ class Progress:
         return self
 
     def update(self, n: int = 1, **metrics: float) -> None:
-        self.done += n
+        """Count ``n`` more steps (never past ``total``: a solver that takes extra evaluations does not overshoot)."""
+        self.done = min(self.done + n, self.total)
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         if self._bar is not None:
-            self._bar.update(self._task, advance=n, metrics=text)
+            self._bar.update(self._task, completed=self.done, metrics=text)
         elif not self.quiet and (self.done >= self._next_log or self.done >= self.total):
             elapsed = time.perf_counter() - self._start
-            eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+            eta = max(elapsed / self.done * (self.total - self.done), 0.0) if self.done else 0.0
             print(
                 f"{self.description}: {self.done}/{self.total} {text} elapsed {elapsed:.1f}s eta {eta:.1f}s",
                 file=self.stream,
