@@ -19,7 +19,7 @@ from .. import geometry
 from ..config import FitConfig, Motion
 from ..devices import ensure_memory, resolve_device, seed_everything
 from ..errors import InputError
-from ..forward.posed_slices import PosedStackOperator
+from ..forward.posed_slices import PosedStackOperator, rigid_matrices, rigid_parameters
 from ..forward.slice_psf import psf_sigmas_mm
 from ..geometry import Grid, Normalization
 from ..model import SRModel
@@ -38,8 +38,8 @@ from .stacks import (
     thicknesses,
 )
 
-# Automatic TV weight (normalised intensities): floor + PER_SIGMA * noise sigma. Chosen on the tuning case
-# (benchmarks/fit.py --tune), never on the benchmark's scored cases.
+# Automatic TV weight (normalised intensities): floor + PER_SIGMA * noise sigma. Chosen by a sweep on a tuning case
+# (other stack rotations and noise draws than benchmarks/fit.py's), never on the benchmark's scored cases.
 LAMBDA_FLOOR = 5e-4
 LAMBDA_PER_SIGMA = 0.5
 
@@ -205,14 +205,13 @@ def fit_stacks(
         for s, term in enumerate(level.terms):
             if not slice_level and s == ref:
                 continue
-            w = term.mask * term.voxel_weight * term._per_slice(term.slice_weight)
             poses[s] = reg.register_to_volume(
-                term.operator, x, term.y, w, poses[s], not slice_level, steps, lr,
+                term.operator, x, term.y, term.data_weight(), poses[s], not slice_level, steps, lr,
                 order=orders[s], smoothness=config.motion_smoothness, centre_mm=centre_t,
             )
         if slice_level:  # the reference stack's mean pose defines the frame
-            mean = np.mean([geometry.rigid_params(m, centre) for m in poses[ref].cpu().numpy()], axis=0)
-            g_inv = torch.as_tensor(np.linalg.inv(geometry.rigid_matrix(mean, centre)), device=device)
+            mean = rigid_parameters(poses[ref], centre_t).mean(0, keepdim=True)
+            g_inv = torch.linalg.inv(rigid_matrices(mean, centre_t))[0]
             for s in range(len(poses)):
                 poses[s] = g_inv @ poses[s]
         for s, term in enumerate(level.terms):
@@ -267,13 +266,13 @@ def fit_stacks(
     spec = field_spec(config, normalization, float(output.spacing.min()))
     model = SRModel(spec, normalization, output, len(stacks), scale, generator=generator).to(device)
     model.base.copy_(x)
-    moved = [Volume(s.data, _mean_pose(p) @ s.affine, s.name) for s, p in zip(stacks, final_poses, strict=True)]
+    moved = [Volume(s.data, _middle_pose(p) @ s.affine, s.name) for s, p in zip(stacks, final_poses, strict=True)]
     model.support.copy_(torch.as_tensor(support_on_lattice(output, moved, fg), device=device))
     t0 = time.perf_counter()
     inr_validation: dict[str, Any] = {}
     history: list[float] = []
     if config.steps > 0:
-        weights = [(t.mask * t.voxel_weight * t._per_slice(t.slice_weight)).cpu().numpy() for t in level.terms]
+        weights = [t.data_weight().cpu().numpy() for t in level.terms]
         with torch.no_grad():
             base_preds = [t.predict(model.base).cpu().numpy() for t in level.terms]
         sigmas = [psf_sigmas_mm(s.affine, s.slice_axis, t) for s, t in zip(stacks, thick, strict=True)]
@@ -330,7 +329,7 @@ def fit_stacks(
     return FitResult(model=model, report=report, poses=final_poses, uncertainty=_inverse_weight_map(level, x))
 
 
-def _mean_pose(poses: np.ndarray) -> np.ndarray:
+def _middle_pose(poses: np.ndarray) -> np.ndarray:
     """A representative rigid transform of a stack's slices (the one of its middle slice)."""
     return np.asarray(poses)[len(poses) // 2]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import geometry
-from ..forward.posed_slices import PosedStackOperator, rigid_matrices
+from ..forward.posed_slices import PosedStackOperator, rigid_matrices, rigid_parameters
 from ..volume import Volume
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS (NIfTI) <-> LPS (ITK) world
@@ -123,17 +123,6 @@ def _as_matrix(transform) -> np.ndarray:
     return m
 
 
-def rigid_parameters(matrices: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tensor:
-    """Differentiable :func:`inrsr.geometry.rigid_params` for ``(n, 4, 4)`` matrices -> ``(n, 6)``."""
-    r = matrices[:, :3, :3]
-    ay = torch.asin((-r[:, 2, 0]).clamp(-1, 1))
-    ax = torch.atan2(r[:, 2, 1], r[:, 2, 2])
-    az = torch.atan2(r[:, 1, 0], r[:, 0, 0])
-    c = centre_mm.to(matrices.dtype)
-    t = matrices[:, :3, 3] - c + r @ c
-    return torch.cat([torch.rad2deg(torch.stack([ax, ay, az], 1)), t], 1)
-
-
 def register_to_volume(
     operator: PosedStackOperator,
     volume: torch.Tensor,
@@ -168,12 +157,13 @@ def register_to_volume(
     for step in range(steps):
         for group in opt.param_groups:  # cosine decay to 10%
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1))))
-        pred = operator(volume, rigid_matrices(delta, centres) @ start)
+        posed = rigid_matrices(delta, centres) @ start
+        pred = operator(volume, posed)
         wp = weight * pred
         scale = (wp * y).sum(axes, keepdim=True) / (wp * pred).sum(axes, keepdim=True).clamp_min(1e-12)
         loss = (weight * (scale.detach() * pred - y) ** 2).sum() / denom
         if smoothness > 0 and not shared and order is not None and len(order) > 1:
-            p = rigid_parameters(rigid_matrices(delta, centres) @ start, centre_mm)[list(order)]
+            p = rigid_parameters(posed, centre_mm)[list(order)]
             loss = loss + smoothness * ((p[1:] - p[:-1]) ** 2).sum(1).mean()
         opt.zero_grad()
         loss.backward()

@@ -44,10 +44,14 @@ class StackTerm:
         shape[self.operator.slice_axis] = -1
         return v.view(shape)
 
+    def data_weight(self) -> torch.Tensor:
+        """How much each measurement is trusted: foreground x voxel inlier x slice inlier probability."""
+        return self.mask * self.voxel_weight * self._per_slice(self.slice_weight)
+
     def weights(self) -> torch.Tensor:
         """Total weight of each measurement in the quadratic data term (scale folded in)."""
         c = self._per_slice(self.slice_scale)
-        return self.mask * self.voxel_weight * self._per_slice(self.slice_weight) * c * c
+        return self.data_weight() * c * c
 
     def target(self) -> torch.Tensor:
         """The measurements divided by their slice's intensity scale."""
@@ -150,8 +154,7 @@ def robust_update(terms: Sequence[StackTerm], residuals: Sequence[torch.Tensor])
     """
     masks = [t.mask > 0 for t in terms]
     sq = torch.cat([(r[m] ** 2) for r, m in zip(residuals, masks, strict=True)])
-    prev = torch.cat([(t.voxel_weight[m] * t._per_slice(t.slice_weight).expand_as(t.mask)[m]) for t, m in
-                      zip(terms, masks, strict=True)])
+    prev = torch.cat([t.data_weight()[m] for t, m in zip(terms, masks, strict=True)])
     sigma2 = float((prev * sq).sum() / prev.sum().clamp_min(1e-12))
     sigma2 = max(sigma2, 1e-8)
     y_all = torch.cat([t.y[m] for t, m in zip(terms, masks, strict=True)])

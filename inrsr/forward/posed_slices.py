@@ -54,6 +54,23 @@ def rigid_matrices(params: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tenso
     return torch.cat([torch.cat([r, t[:, :, None]], 2), bottom], 1)
 
 
+def rigid_parameters(matrices: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tensor:
+    """Differentiable twin of :func:`inrsr.geometry.rigid_params`: ``(n, 4, 4)`` -> ``(n, 6)`` (degrees, mm).
+
+    >>> p = torch.tensor([[3.0, -4.0, 5.0, 1.0, 2.0, -3.0]], dtype=torch.float64)
+    >>> c = torch.tensor([5.0, 6.0, 7.0], dtype=torch.float64)
+    >>> bool(torch.allclose(rigid_parameters(rigid_matrices(p, c), c), p))
+    True
+    """
+    r = matrices[:, :3, :3]
+    ay = torch.asin((-r[:, 2, 0]).clamp(-1, 1))
+    ax = torch.atan2(r[:, 2, 1], r[:, 2, 2])
+    az = torch.atan2(r[:, 1, 0], r[:, 0, 0])
+    c = centre_mm.to(matrices.dtype)
+    t = matrices[:, :3, 3] - c + r @ c
+    return torch.cat([torch.rad2deg(torch.stack([ax, ay, az], 1)), t], 1)
+
+
 def hermite_nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Hermite nodes and weights for a standard normal weight: ``E[f(Z)] ~ sum w_i f(z_i)``.
 
