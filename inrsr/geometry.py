@@ -274,6 +274,31 @@ def boxes_overlap(a: tuple[Sequence[int], np.ndarray], b: tuple[Sequence[int], n
     return True
 
 
+def fov_fraction_inside(
+    a: tuple[Sequence[int], np.ndarray], b: tuple[Sequence[int], np.ndarray], n: int = 24
+) -> float:
+    """The fraction of ``a``'s field of view (voxel edges, as :func:`voxel_corners`) that lies inside ``b``'s,
+    any orientations: the share of an ``n^3`` lattice of cell centres over ``a``'s box that falls in ``b``'s box
+    (exact to about ``1/n`` of an edge).
+
+    Two 10 mm cubes 5 mm apart along x, and a cube inside a larger one:
+
+    >>> cube = ((10, 10, 10), np.eye(4))
+    >>> moved = ((10, 10, 10), np.array([[1.0, 0, 0, 5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    >>> fov_fraction_inside(cube, moved), fov_fraction_inside(cube, ((20, 20, 20), np.eye(4)))
+    (0.5, 1.0)
+    """
+    size_a = np.asarray(a[0][:3], dtype=np.float64)
+    upper_b = np.asarray(b[0][:3], dtype=np.float64) - 0.5
+    t = (np.arange(n, dtype=np.float64) + 0.5) / n
+    cells = np.stack(np.meshgrid(t, t, t, indexing="ij"), axis=-1).reshape(-1, 3)
+    world = apply_affine(a[1], -0.5 + cells * size_a)
+    in_b = apply_affine(np.linalg.inv(np.asarray(b[1], dtype=np.float64)), world)
+    tol = 1e-9
+    inside = np.all((in_b >= -0.5 - tol) & (in_b <= upper_b + tol), axis=1)
+    return float(inside.mean())
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Maps world mm into the model's ``[-1, 1]^3`` box and back.

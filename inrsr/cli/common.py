@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+NIFTI = (".nii", ".nii.gz")
+JSON = (".json",)
+PNG = (".png",)
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[
@@ -19,6 +26,14 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 ReportOpt = Annotated[
     str | None,
     typer.Option("--report", help="Write a JSON report (settings, timings, figures) to this path."),
+]
+QcOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--qc",
+        help="Write a quality-control picture (PNG): central planes of the input and the output, a scale bar in mm "
+        "and the key figures.",
+    ),
 ]
 
 
@@ -44,8 +59,45 @@ def handle_errors(func: F) -> F:
             raise fail("out of memory; use a coarser spacing or a smaller field of view", code=1) from None
         except KeyboardInterrupt:
             raise fail("interrupted", code=130) from None
+        except RuntimeError as exc:
+            message = gpu_memory_message(exc)
+            if message is None:
+                raise
+            raise fail(message, code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def gpu_memory_message(exc: BaseException) -> str | None:
+    """One line for a CUDA out-of-memory error (``torch.cuda.OutOfMemoryError``, or the RuntimeError of older
+    builds): the memory asked for and free when the message gives them, and what to do; None for other errors.
+
+    >>> line = gpu_memory_message(RuntimeError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a "
+    ...                                        "total capacity of 7.79 GiB of which 1.02 GiB is free."))
+    >>> line.split(";")[0]
+    'out of GPU memory: tried to allocate 2.50 GiB (GPU 0: 1.02 GiB free of 7.79 GiB)'
+    >>> "--device cpu" in line
+    True
+    >>> gpu_memory_message(RuntimeError("shape mismatch")) is None
+    True
+    """
+    torch = sys.modules.get("torch")
+    oom_type = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
+    text = str(exc)
+    if not ((oom_type is not None and isinstance(exc, oom_type)) or "CUDA out of memory" in text):
+        return None
+    size = r"([\d.]+ ?[KMGT]?i?B)"
+    asked = re.search(rf"[Tt]ried to allocate {size}", text)
+    free = re.search(rf"(GPU \d+) has a total capacity of {size} of which {size} is free", text)
+    line = "out of GPU memory"
+    if asked:
+        line += f": tried to allocate {asked.group(1)}"
+    if free:
+        line += f" ({free.group(1)}: {free.group(3)} free of {free.group(2)})"
+    return (
+        line + "; run with --device cpu, or use smaller chunks of work (a smaller --batch-size, a coarser --spacing "
+        "or a smaller field of view)"
+    )
 
 
 def check_output_path(path, suffixes: tuple[str, ...] = (".nii", ".nii.gz")) -> None:
@@ -73,6 +125,38 @@ def check_output_path(path, suffixes: tuple[str, ...] = (".nii", ".nii.gz")) -> 
         raise InputError(f"{path}: {existing} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{path}: exists and is not writable")
+
+
+def check_outputs(*outputs: tuple[str, str | os.PathLike | None, tuple[str, ...]]) -> None:
+    """Check every output of a command before any work: ``(option, path or None, suffixes)`` each.
+
+    Each path goes through :func:`check_output_path`; a NIfTI output's provenance sidecar (same name, ``.json``)
+    is checked too; and no two outputs (sidecars included) may be the same file.
+    """
+    from ..errors import InputError
+    from ..io.sidecar import sidecar_path
+
+    seen: dict[str, str] = {}
+
+    def claim(what: str, path: Path) -> None:
+        key = os.path.realpath(path)
+        if key in seen:
+            raise InputError(f"{path}: both {seen[key]} and {what}; give them different names")
+        seen[key] = what
+
+    for option, path, suffixes in outputs:
+        if path is None:
+            continue
+        path = Path(path)
+        check_output_path(path, suffixes)
+        claim(f"{option} {path}", path)
+        if suffixes == NIFTI:
+            side = sidecar_path(path)
+            try:
+                check_output_path(side, JSON)
+            except InputError as exc:
+                raise InputError(f"{exc} (the JSON sidecar of {path})") from None
+            claim(f"the JSON sidecar of {option} {path}", side)
 
 
 def write_json(path, payload: dict) -> None:

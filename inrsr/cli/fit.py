@@ -9,7 +9,19 @@ from typing import Annotated
 import typer
 
 from ..config import Encoding, FitConfig, Motion
-from .common import DeviceOpt, QuietOpt, ReportOpt, SeedOpt, check_output_path, handle_errors, write_json
+from .common import (
+    JSON,
+    NIFTI,
+    PNG,
+    DeviceOpt,
+    QcOpt,
+    QuietOpt,
+    ReportOpt,
+    SeedOpt,
+    check_outputs,
+    handle_errors,
+    write_json,
+)
 
 D = FitConfig()  # defaults live in the config dataclass
 
@@ -98,6 +110,7 @@ def fit_command(
         typer.Option(help="Save the fitted model with the slice transforms (re-render with `inrsr upsample`)."),
     ] = None,
     report: ReportOpt = None,
+    qc: QcOpt = None,
     seed: SeedOpt = D.seed,
     device: DeviceOpt = D.device,
     quiet: QuietOpt = False,
@@ -116,6 +129,11 @@ def fit_command(
       inrsr fit ax.nii.gz sag.nii.gz -o hr.nii.gz --like t1.nii.gz --thickness 4,5 --save-model model.pt
 
       inrsr fit a.nii.gz b.nii.gz c.nii.gz -o hr.nii.gz --motion stack --uncertainty u.nii.gz --report fit.json
+
+      inrsr fit a.nii.gz b.nii.gz c.nii.gz -o hr.nii.gz --qc hr.png
+
+    Beside each NIfTI written, a JSON sidecar (hr.json for hr.nii.gz) records how it was made: the inrsr
+    version and command line, the input stacks and the settings.
     """
     import numpy as np
     import torch
@@ -125,18 +143,19 @@ def fit_command(
     from ..fit import fit_stacks
     from ..io.checkpoints import save_checkpoint
     from ..io.nifti import load_volume, save_volume
+    from ..io.sidecar import write_provenance
     from ..model import CHECKPOINT_KIND
     from ..render import render
 
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    check_output_path(output)
-    for extra in (uncertainty, output_mask):
-        if extra is not None:
-            check_output_path(extra)
-    if save_model is not None:
-        check_output_path(save_model, (".pt",))
-    if report is not None:
-        check_output_path(Path(report), (".json",))
+    check_outputs(
+        ("-o", output, NIFTI),
+        ("--uncertainty", uncertainty, NIFTI),
+        ("--output-mask", output_mask, NIFTI),
+        ("--save-model", save_model, (".pt",)),
+        ("--report", report, JSON),
+        ("--qc", qc, PNG),
+    )
     if like is not None and spacing is not None:
         raise InputError("give either --like or --spacing, not both")
     if steps < 0 or batch_size < 1 or psf_samples < 1 or lr <= 0 or cycles < 1:
@@ -187,11 +206,17 @@ def fit_command(
     t1 = time.perf_counter()
     image = render(result.model, grid, device=result.model.base.device, quiet=quiet)
     t2 = time.perf_counter()
+    sources = [*stacks, *(mask or [])]
+    settings = {**result.report["settings"], "thickness_mm": result.report["thickness_mm"],
+                "regularization": result.report["regularization"], "output_grid": result.report["output_grid"]}
     save_volume(output, image, grid.affine)
+    write_provenance(output, sources, settings, "slice-to-volume reconstruction of the input stacks")
     if uncertainty is not None:
         save_volume(uncertainty, result.uncertainty, grid.affine)
+        write_provenance(uncertainty, sources, settings, f"per-voxel uncertainty 1 / (1 + data weight) for {output}")
     if output_mask is not None:
         save_volume(output_mask, result.model.support.cpu().numpy().astype(np.float32), grid.affine)
+        write_provenance(output_mask, sources, settings, f"region the data support (0/1) for {output}")
     if save_model is not None:
         meta = {
             "model": result.model.metadata(),
@@ -210,6 +235,8 @@ def fit_command(
         payload["output"] = str(output)
         payload["inputs"] = [str(p) for p in stacks]
         write_json(report, payload)
+    if qc is not None:
+        _write_qc(qc, output, volumes[reference], grid, image, result, t1 - t0)
     for warning in result.report["warnings"]:
         typer.echo(f"inrsr: warning: {warning}", err=True)
     if not quiet:
@@ -218,3 +245,30 @@ def fit_command(
             f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm "
             f"(fit {t1 - t0:.1f} s, render {t2 - t1:.1f} s; {n_out} outlier slices)"
         )
+
+
+def _write_qc(path: Path, output: Path, stack, grid, image, result, fit_s: float) -> None:
+    """The reference stack resampled onto the output grid, the output and the uncertainty; the report's key
+    figures in the caption."""
+    from .. import qc
+
+    rep = result.report
+    rows = [
+        qc.input_row(f"input: {Path(stack.name).name} (trilinear)", stack, grid),
+        qc.Row("output", qc.slabs(image)),
+        qc.Row("uncertainty", qc.slabs(result.uncertainty), "map"),
+    ]
+    reg = rep["regularization"]
+    settings = rep["settings"]
+    caption = "\n".join(
+        [
+            f"{output}: shape {tuple(grid.shape)}, voxels {qc.format_mm(grid.spacing)}; {len(rep['stacks'])} stacks, "
+            f"motion {getattr(settings.get('motion'), 'value', settings.get('motion'))}, "
+            f"{len(rep['outlier_slices'])} outlier slices; fit {fit_s:.1f} s",
+            f"TV weight {reg['weight']:.3g} ({'automatic' if reg['automatic'] else 'given'}; noise sigma "
+            f"{reg['noise_sigma']:.3g}); stack RMSE: "
+            + ", ".join(f"{Path(s['file']).name} {s['rmse']:.3g}" for s in rep["stacks"]),
+        ]
+        + [f"warning: {w}" for w in rep["warnings"]]
+    )
+    qc.save_png(qc.volume_montage(rows, grid.affine, f"inrsr fit: {output}", caption), path)

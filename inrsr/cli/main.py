@@ -6,6 +6,7 @@ import typer
 
 from .eval import eval_command
 from .fit import fit_command
+from .info import info_command
 from .recon import recon_command
 from .simulate import simulate_command
 from .train import train_command
@@ -19,7 +20,8 @@ app = typer.Typer(
         "  inrsr fit axial.nii.gz coronal.nii.gz sagittal.nii.gz -o hr.nii.gz --spacing 1\n\n"
         "  inrsr upsample model.pt -o hr_05mm.nii.gz --spacing 0.5\n\n"
         "  inrsr eval hr.nii.gz reference.nii.gz --mask brain.nii.gz --json metrics.json\n\n"
-        "  inrsr recon cine_sax.mat --accel 8 -o cine.nii.gz"
+        "  inrsr recon cine_sax.mat --accel 8 -o cine.nii.gz\n\n"
+        "  inrsr info axial.nii.gz coronal.nii.gz sagittal.nii.gz"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -50,6 +52,7 @@ app.command("simulate", no_args_is_help=True)(simulate_command)
 app.command("eval", no_args_is_help=True)(eval_command)
 app.command("train", no_args_is_help=True)(train_command)
 app.command("recon", no_args_is_help=True)(recon_command)
+app.command("info", no_args_is_help=True)(info_command)
 
 
 def main() -> None:

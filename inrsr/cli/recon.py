@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..recon.config import ReconConfig
-from .common import DeviceOpt, QuietOpt, ReportOpt, SeedOpt, handle_errors
+from .common import DeviceOpt, QcOpt, QuietOpt, ReportOpt, SeedOpt, handle_errors
 
 _D = ReconConfig()  # defaults live in the config dataclass
 
@@ -63,7 +63,16 @@ HoldoutOpt = Annotated[
     typer.Option("--holdout", help="Share of sampled lines outside the ACS held out to choose the step."),
 ]
 PatienceOpt = Annotated[int, typer.Option("--patience", help="Stop after this many steps without held-out gain.")]
-SpacingOpt = Annotated[str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: slice distance).")]
+SpacingOpt = Annotated[
+    str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: the slice distance, if known).")
+]
+SliceDistanceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--slice-distance",
+        help="Distance between slice centres in mm (or the third value of --spacing); not known when not given.",
+    ),
+]
 SaveMatOpt = Annotated[
     Path | None,
     typer.Option(
@@ -96,7 +105,9 @@ def recon_command(
     holdout: HoldoutOpt = _D.holdout,
     patience: PatienceOpt = _D.patience,
     spacing: SpacingOpt = "1",
+    slice_distance: SliceDistanceOpt = None,
     save_mat: SaveMatOpt = None,
+    qc: QcOpt = None,
     device: DeviceOpt = _D.device,
     seed: SeedOpt = _D.seed,
     quiet: QuietOpt = False,
@@ -109,16 +120,19 @@ def recon_command(
     sampled lines themselves, and is scored when --ref gives the fully sampled k-space. Metrics follow the
     CMRxRecon 2023 rules (per-image max normalisation; full image and challenge crop).
 
-    Example: inrsr recon cine_sax.mat --accel 8 -o cine.nii.gz --report report.json
+    The NIfTI has no scanner position (sform and qform codes 0): only its voxel sizes, --spacing and the slice
+    distance, mean something. --qc FILE.png draws zero-filled vs reconstructed frames of the central slice.
+
+    Example: inrsr recon cine_sax.mat --accel 8 -o cine.nii.gz --report report.json --qc cine.png
     """
-    from ..errors import InputError
     from ..recon.api import reconstruct_file
     from ..recon.output import print_summary, print_warnings, write_outputs
+    from .common import JSON, NIFTI, PNG, check_outputs
 
-    if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
-        raise InputError(f"{output}: the output must be a .nii or .nii.gz file")
-    if save_mat is not None and save_mat.suffix != ".mat":
-        raise InputError(f"{save_mat}: --save-mat must name a .mat file")
+    check_outputs(
+        ("-o", output, NIFTI), ("--save-mat", save_mat, (".mat",)), ("--report", report, JSON), ("--qc", qc, PNG)
+    )
+    spacing_mm = _parse_spacing(spacing, slice_distance)
     config = ReconConfig(
         method=method,
         key=key,
@@ -142,9 +156,11 @@ def recon_command(
         quiet=quiet,
         ranking=save_mat is not None,
     )
-    spacing_mm = _parse_spacing(spacing)
     result = reconstruct_file(str(kspace), config)
     write_outputs(result, output, spacing_mm, save_mat, Path(report) if report else None)
+    _write_provenance(output, kspace, config, spacing_mm)
+    if qc is not None:
+        _write_qc(result, kspace, config, spacing_mm, qc)
     if not quiet:
         print_summary(result, output)
     print_warnings(result)
@@ -161,16 +177,49 @@ def _parse_ints(text: str | None, option: str) -> list[int] | None:
         raise InputError(f"{option} {text!r}: expected comma-separated integers, e.g. 0,3") from None
 
 
-def _parse_spacing(text: str) -> tuple[float, float, float]:
+def _parse_spacing(text: str, slice_distance: float | None = None) -> tuple[float, float, float | None]:
+    """``(dx, dy, dz)`` in mm from ``--spacing DX[,DY[,DZ]]`` and ``--slice-distance``; ``dz`` is None when
+    neither gives it (never guessed from the in-plane spacing)."""
     from ..errors import InputError
 
     try:
         values = [float(p) for p in text.split(",") if p.strip()]
     except ValueError:
         raise InputError(f"--spacing {text!r}: expected DX[,DY[,DZ]] in mm") from None
-    if not 1 <= len(values) <= 3 or any(not v > 0 for v in values):
+    if not 1 <= len(values) <= 3 or any(not 0 < v < float("inf") for v in values):
         raise InputError(f"--spacing {text!r}: expected 1 to 3 positive numbers (mm)")
+    if slice_distance is not None and not 0 < slice_distance < float("inf"):
+        raise InputError(f"--slice-distance {slice_distance}: expected a positive number of mm")
     dx = values[0]
     dy = values[1] if len(values) > 1 else dx
-    dz = values[2] if len(values) > 2 else dx
+    dz = values[2] if len(values) > 2 else slice_distance
+    if len(values) > 2 and slice_distance is not None and abs(values[2] - slice_distance) > 1e-9:
+        raise InputError(f"--spacing {text!r} and --slice-distance {slice_distance:g} disagree on the slice distance")
     return dx, dy, dz
+
+
+def _write_provenance(output: Path, kspace: Path, config: ReconConfig, spacing_mm: tuple) -> None:
+    from dataclasses import asdict
+
+    from ..io.sidecar import write_provenance
+
+    mask_file = config.mask
+    if mask_file and ":" in mask_file and not Path(mask_file).exists():
+        mask_file = mask_file.rsplit(":", 1)[0]  # FILE:VAR, as --mask reads it
+    sources = [str(kspace), *([mask_file] if mask_file else [])]
+    settings = {k: v for k, v in asdict(config).items() if k not in ("quiet", "ranking", "ref", "ref_key")}
+    settings["spacing_mm"] = list(spacing_mm)
+    write_provenance(output, sources, settings, "magnitude cine reconstructed from undersampled k-space, "
+                     "(x, y, slice, t); no scanner position (sform/qform code 0)")  # fmt: skip
+
+
+def _write_qc(result, kspace: Path, config: ReconConfig, spacing_mm: tuple, path: Path) -> None:
+    """The zero-filled image of the slice shown (same k-space and mask, no fitting), then the picture."""
+    from dataclasses import replace
+
+    from ..recon.api import reconstruct_file
+    from ..recon.output import write_qc
+
+    shown = result.slices[len(result.slices) // 2]
+    zf_config = replace(config, method="zerofill", slices=[shown], ref=None, ranking=False, quiet=True)
+    write_qc(result, reconstruct_file(str(kspace), zf_config), spacing_mm, path)

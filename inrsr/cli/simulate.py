@@ -55,15 +55,18 @@ def simulate_command(
 
     In-plane the stack keeps HR's voxel size; it covers HR's field of view and carries the correct affine.
     A JSON sidecar beside it (stack.json for stack.nii.gz) records the slice thickness, the acquisition order
-    and any simulated motion (per slice, the transform from the header's world space to the object's).
+    and any simulated motion (per slice, the transform from the header's world space to the object's), with
+    the inrsr version, the command line, the source and the settings.
 
     Example: inrsr simulate hr.nii.gz -o axial.nii.gz --axis z --thickness 5 --rotate 10,0,0 --noise 0.02
     """
     from ..errors import InputError
     from ..io.nifti import load_volume, save_volume
-    from ..io.sidecar import write_sidecar
+    from ..io.sidecar import write_provenance
     from ..simulate import parse_numbers, simulate_stack, stack_sidecar
+    from .common import NIFTI, check_outputs
 
+    check_outputs(("-o", output, NIFTI))
     angles = parse_numbers(rotate, 3, "--rotate", "three angles in degrees, 'ax,ay,az'")
     stack_params = None
     if motion_stack is not None:
@@ -89,7 +92,19 @@ def simulate_command(
         corrupt=corrupt,
     )
     save_volume(output, stack.data, stack.affine)
-    write_sidecar(output, stack_sidecar(stack))
+    settings = {
+        "axis": axis,
+        "thickness_mm": thickness,
+        "spacing_mm": spacing,
+        "rotate_deg": angles,
+        "noise": noise,
+        "motion_stack": stack_params,
+        "motion_slices": slice_sds,
+        "corrupt": corrupt,
+        "seed": seed,
+    }
+    write_provenance(output, [hr], settings, "a thick-slice stack simulated through the slice PSF",
+                     content=stack_sidecar(stack))  # fmt: skip
     if not quiet:
         sp = ", ".join(f"{v:g}" for v in stack.spacing)
         print(f"wrote {output}: shape {stack.shape}, spacing ({sp}) mm, thickness {thickness:g} mm")

@@ -63,9 +63,9 @@ def train_command(
     import time
 
     from ..errors import InputError
-    from .common import check_output_path, write_json
+    from .common import JSON, check_outputs, write_json
 
-    check_output_path(output, (".pt",))
+    check_outputs(("-o", output, (".pt",)), ("--report", report, JSON))
     if output.exists() and not resume:
         raise InputError(f"{output}: exists; pass --resume to continue training it, or choose another path")
     if noise < 0:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import DeviceOpt, QuietOpt, ReportOpt, handle_errors
+from .common import DeviceOpt, QcOpt, QuietOpt, ReportOpt, handle_errors
 
 
 @handle_errors
@@ -37,6 +37,7 @@ def upsample_command(
         ),
     ] = None,
     report: ReportOpt = None,
+    qc: QcOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
@@ -59,13 +60,16 @@ def upsample_command(
 
       inrsr upsample lr.nii.gz -o sr.nii.gz --like t1.nii.gz --model my_model.pt
 
-      inrsr upsample model.pt -o hr_05mm.nii.gz --spacing 0.5
+      inrsr upsample model.pt -o hr_05mm.nii.gz --spacing 0.5 --qc hr_05mm.png
+
+    Beside the output NIfTI a JSON sidecar (sr.json for sr.nii.gz) records the inrsr version, the command line,
+    the source and the settings.
     """
     from ..errors import InputError
     from ..io.checkpoints import is_checkpoint
-    from .common import check_output_path
+    from .common import JSON, NIFTI, PNG, check_outputs
 
-    check_output_path(output)
+    check_outputs(("-o", output, NIFTI), ("--report", report, JSON), ("--qc", qc, PNG))
     if sum(x is not None for x in (spacing, like, scale)) != 1:
         raise InputError("give exactly one of --spacing, --like or --scale")
     if not source.exists():
@@ -73,12 +77,12 @@ def upsample_command(
     if is_checkpoint(source):
         if model is not None:
             raise InputError("--model applies to a NIfTI SOURCE; a fitted model SOURCE is rendered as is")
-        _render_fitted(source, output, spacing, like, scale, report, device, quiet)
+        _render_fitted(source, output, spacing, like, scale, report, qc, device, quiet)
     else:
-        _super_resolve(source, output, spacing, like, scale, model, report, device, quiet)
+        _super_resolve(source, output, spacing, like, scale, model, report, qc, device, quiet)
 
 
-def _render_fitted(source, output, spacing, like, scale, report, device, quiet) -> None:
+def _render_fitted(source, output, spacing, like, scale, report, qc, device, quiet) -> None:
     import time
 
     import numpy as np
@@ -88,6 +92,7 @@ def _render_fitted(source, output, spacing, like, scale, report, device, quiet) 
     from ..errors import InputError
     from ..io.checkpoints import load_checkpoint
     from ..io.nifti import load_volume, save_volume
+    from ..io.sidecar import write_provenance
     from ..model import CHECKPOINT_KIND, model_from_checkpoint
     from ..render import render
     from .common import write_json
@@ -111,7 +116,15 @@ def _render_fitted(source, output, spacing, like, scale, report, device, quiet) 
         grid = geometry.output_grid([(lattice.shape, lattice.affine)], step, "union")
     t0 = time.perf_counter()
     image = render(model, grid, device=resolve_device(device), quiet=quiet)
+    elapsed = time.perf_counter() - t0
     save_volume(output, image, grid.affine)
+    settings = {"mode": "fitted model", "like": str(like) if like else None, "spacing_mm": grid.spacing.tolist(),
+                "shape": list(grid.shape)}  # fmt: skip
+    write_provenance(output, [source], settings, "a fitted model rendered onto a new grid")
+    if qc is not None:
+        rows = _fitted_input_rows(payload, grid)
+        caption = f"{source} -> {output}: shape {tuple(grid.shape)}, voxels {_mm(grid)}; render {elapsed:.1f} s"
+        _write_qc(qc, rows, image, grid, f"inrsr upsample: {output}", caption)
     if report is not None:
         write_json(
             report,
@@ -120,14 +133,14 @@ def _render_fitted(source, output, spacing, like, scale, report, device, quiet) 
                 "output": str(output),
                 "shape": list(grid.shape),
                 "affine": np.asarray(grid.affine).tolist(),
-                "render_s": time.perf_counter() - t0,
+                "render_s": elapsed,
             },
         )
     if not quiet:
         print(f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm")
 
 
-def _super_resolve(source, output, spacing, like, scale, model, report, device, quiet) -> None:
+def _super_resolve(source, output, spacing, like, scale, model, report, qc, device, quiet) -> None:
     import time
 
     import numpy as np
@@ -135,6 +148,7 @@ def _super_resolve(source, output, spacing, like, scale, model, report, device, 
     from ..arssr.infer import load_model, output_scale, target_grid, upsample_volume
     from ..devices import resolve_device
     from ..io.nifti import load_volume, save_volume
+    from ..io.sidecar import write_provenance
     from .common import write_json
 
     volume = load_volume(source)
@@ -145,6 +159,23 @@ def _super_resolve(source, output, spacing, like, scale, model, report, device, 
     image, norm = upsample_volume(net, volume, grid, device=dev, quiet=quiet)
     elapsed = time.perf_counter() - t0
     save_volume(output, image, grid.affine)
+    settings = {
+        "mode": "encoder-decoder",
+        "model": model_name,
+        "architecture": net.metadata()["arch"],
+        "scale": output_scale(volume, grid).tolist(),
+        "spacing_mm": grid.spacing.tolist(),
+        "shape": list(grid.shape),
+        "intensity_normalisation": {"low": norm.low, "high": norm.high},
+    }
+    write_provenance(output, [source], settings, "a low-res volume super-resolved by an encoder-decoder")
+    if qc is not None:
+        scale_text = " x ".join(f"{v:.3g}" for v in output_scale(volume, grid))
+        caption = (
+            f"{source} ({_mm(volume.grid)}) -> {output}: shape {tuple(grid.shape)}, voxels {_mm(grid)}\n"
+            f"scale {scale_text}; model {model_name}; {elapsed:.1f} s on {dev}"
+        )
+        _write_qc(qc, [_input_row(volume, grid)], image, grid, f"inrsr upsample: {output}", caption)
     if report is not None:
         write_json(
             report,
@@ -170,3 +201,37 @@ def _super_resolve(source, output, spacing, like, scale, model, report, device, 
             f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm "
             f"({elapsed:.1f} s)"
         )
+
+
+def _mm(grid) -> str:
+    from ..qc import format_mm
+
+    return format_mm(grid.spacing)
+
+
+def _input_row(volume, grid):
+    from ..qc import input_row
+
+    return input_row(f"input: {Path(volume.name).name} (trilinear)", volume, grid)
+
+
+def _fitted_input_rows(payload, grid) -> list:
+    """The first stack the model was fitted to, resampled, when it is still where the fit read it; else none."""
+    from ..errors import InputError
+    from ..io.nifti import load_volume
+
+    inputs = payload.get("metadata", {}).get("inputs") or []
+    if not inputs or not Path(str(inputs[0].get("file", ""))).is_file():
+        return []
+    try:
+        return [_input_row(load_volume(inputs[0]["file"]), grid)]
+    except InputError:
+        return []
+
+
+def _write_qc(path, rows, image, grid, title, caption) -> None:
+    """The input (when known) resampled onto the output grid and the output, central planes."""
+    from .. import qc
+
+    rows = [*rows, qc.Row("output", qc.slabs(image))]
+    qc.save_png(qc.volume_montage(rows, grid.affine, title, caption), path)

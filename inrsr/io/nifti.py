@@ -29,8 +29,9 @@ def header_affine(img: nib.Nifti1Image, name: str) -> np.ndarray:
     return np.diag([*zooms, 1.0])
 
 
-def load_volume(path: str | os.PathLike) -> Volume:
-    """Read a 3D NIfTI file into a :class:`Volume`; any problem becomes an :class:`InputError` naming the file."""
+def open_nifti(path: str | os.PathLike) -> nib.Nifti1Image | nib.Nifti2Image:
+    """Open a NIfTI file (header now, voxel data when asked for); any problem becomes an :class:`InputError`
+    naming the file."""
     name = str(path)
     p = Path(path)
     if not p.exists():
@@ -43,6 +44,14 @@ def load_volume(path: str | os.PathLike) -> Volume:
         raise InputError(f"{name}: not a readable NIfTI file ({first_line(exc)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{name}: not a NIfTI image (found {type(img).__name__})")
+    return img
+
+
+def load_volume(path: str | os.PathLike) -> Volume:
+    """Read a 3D NIfTI file into a :class:`Volume`; any problem becomes an :class:`InputError` naming the file."""
+    name = str(path)
+    p = Path(path)
+    img = open_nifti(path)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -98,12 +107,18 @@ def sidecar_meta(path: Path) -> dict:
     return meta
 
 
-def to_nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    """A float32 NIfTI image with both sform and qform set (code 1, scanner) and units mm / s."""
+def to_nifti(data: np.ndarray, affine: np.ndarray, code: int = 1) -> nib.Nifti1Image:
+    """A float32 NIfTI image with both sform and qform set and units mm / s.
+
+    ``code`` 1 (scanner) says that ``affine`` is the true position in scanner space; 0 (unknown) keeps only the
+    voxel sizes meaningful (readers then use the pixel dimensions alone), for data without known geometry.
+    """
+    if code not in (0, 1):
+        raise ValueError(f"sform/qform code must be 0 (unknown) or 1 (scanner), got {code}")
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
     img.header.set_data_dtype(np.float32)
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=code)
+    img.set_qform(affine, code=code)
     img.header.set_xyzt_units(xyz="mm", t="sec")
     from .. import __version__
 
@@ -135,8 +150,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> None:
-    """Write a float32 NIfTI with correct sform/qform atomically (temporary file, then rename)."""
-    img = to_nifti(data, affine)
+def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, code: int = 1) -> None:
+    """Write a float32 NIfTI with correct sform/qform (``code`` as in :func:`to_nifti`) atomically (temporary
+    file, then rename)."""
+    img = to_nifti(data, affine, code)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))

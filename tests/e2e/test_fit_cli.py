@@ -277,6 +277,12 @@ def test_version_is_printed_and_recorded(case, tmp_path):
     assert run_cli("--version").stdout.strip() == f"inrsr {__version__}"
     out = tmp_path / "v.nii.gz"
     run_cli("fit", *case["stacks"], "-o", str(out), "--spacing", "3", "--motion", "none", "--cycles", "1",
-            "--report", str(tmp_path / "v.json"), "-q")
+            "--report", str(tmp_path / "v_report.json"), "-q")
     assert nib.load(str(out)).header["descrip"].item().decode() == f"inrsr {__version__}"
-    assert __import__("json").loads((tmp_path / "v.json").read_text())["inrsr_version"] == __version__
+    assert __import__("json").loads((tmp_path / "v_report.json").read_text())["inrsr_version"] == __version__
+    # the provenance sidecar beside the output (v.json): version, command line, sources, settings
+    side = __import__("json").loads((tmp_path / "v.json").read_text())
+    (made_by,) = side["GeneratedBy"]
+    assert made_by["Name"] == "inrsr" and made_by["Version"] == __version__
+    assert made_by["CommandLine"].startswith("inrsr fit ") and f"-o {out}" in made_by["CommandLine"]
+    assert side["Sources"] == case["stacks"] and side["Settings"]["motion"] == "none"

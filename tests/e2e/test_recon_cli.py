@@ -77,7 +77,7 @@ def test_zerofill_of_undersampled_v5_with_mask_and_reference(tmp_path, full_file
     sub = [np.where(lines, s, 0) for s in slices]
     write_v5(tmp_path / "sub.mat", {"kspace_sub04": to_matlab(sub)})
     write_v5(tmp_path / "mask.mat", {"mask04": np.broadcast_to(lines, (NX, NY)).astype(float)})
-    out, rep, mat = tmp_path / "zf.nii", tmp_path / "zf.json", tmp_path / "ranking.mat"
+    out, rep, mat = tmp_path / "zf.nii", tmp_path / "zf_report.json", tmp_path / "ranking.mat"  # zf.json: the sidecar
     res = run(
         tmp_path / "sub.mat",
         "--save-mat",
@@ -161,7 +161,7 @@ def test_unreliable_slice_is_reported_on_stderr(tmp_path):
     """White-noise k-space: the held-out lines cannot be predicted, and the command says so even with -q."""
     rng = np.random.default_rng(1)
     noise = (rng.standard_normal((NT, NC, NX, NY)) + 1j * rng.standard_normal((NT, NC, NX, NY))).astype(np.complex64)
-    path, out, rep = tmp_path / "noise.mat", tmp_path / "noise.nii.gz", tmp_path / "noise.json"
+    path, out, rep = tmp_path / "noise.mat", tmp_path / "noise.nii.gz", tmp_path / "noise_report.json"
     write_v73(path, {"kspace_full": to_matlab([noise])})
     res = run(path, "--accel", 4, "--acs", 12, "--steps", 30, "-o", out, "--report", rep, "-q")
     assert res.returncode == 0, res.stderr

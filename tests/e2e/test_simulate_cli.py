@@ -46,8 +46,13 @@ def test_plain_stack_sidecar_has_no_motion(hr_path, tmp_path):
     out = tmp_path / "plain.nii"
     run_cli("simulate", str(hr_path), "-o", str(out), "--axis", "x", "--thickness", "4", "-q")
     side = json.loads((tmp_path / "plain.json").read_text())
-    assert side == {"SliceThickness": 4.0, "SpacingBetweenSlices": 4.0, "SliceAxis": 0,
-                    "AcquisitionOrder": [0, 2, 4, 6, 1, 3, 5, 7]}  # fmt: skip
+    provenance = {"Description", "GeneratedBy", "Sources", "Settings"}
+    assert {k: v for k, v in side.items() if k not in provenance} == {
+        "SliceThickness": 4.0, "SpacingBetweenSlices": 4.0, "SliceAxis": 0, "AcquisitionOrder": [0, 2, 4, 6, 1, 3, 5, 7]
+    }  # fmt: skip
+    # one sidecar: the stack's acquisition and, merged into it, how it was made
+    assert side["Sources"] == [str(hr_path)] and side["GeneratedBy"][0]["Name"] == "inrsr"
+    assert side["Settings"]["axis"] == "x" and side["Settings"]["thickness_mm"] == 4.0
 
 
 @pytest.mark.parametrize(
