@@ -99,7 +99,8 @@ def _print_tables(described: list[dict], overlap: dict | None) -> None:
             "position from": lambda v: v["affine_from"],
             "sform / qform code": lambda v: f"{v['sform_code']} / {v['qform_code']}",
             "data type": lambda v: v["dtype"],
-            "scaling": lambda v: "none" if v["scl_slope"] is None else f"x {v['scl_slope']:g} + {v['scl_inter']:g}",
+            "scaling": lambda v: "none" if (v["scl_slope"], v["scl_inter"]) == (1, 0)
+            else f"x {v['scl_slope']:g} + {v['scl_inter']:g}",
             "notes": lambda v: "; ".join(v["notes"]) or "-",
         }
         for name, cell in rows.items():

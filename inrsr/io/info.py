@@ -8,7 +8,6 @@ Every function returns plain JSON-ready values; problems raise :class:`~inrsr.er
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,9 @@ def describe_nifti(path: str | os.PathLike) -> dict:
     else:
         thickness, source = float(spacing[axis]), "slice spacing (no SliceThickness in a sidecar)"
     corners = geometry.world_corners(shape[:3], affine)
-    slope, inter = img.header.get_slope_inter()
+    # nibabel moves the header's scaling to the data proxy on load (1 and 0 when the header has none)
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
     notes = []
     unit = geometry.direction_cosines(affine)
     cos = np.abs(unit.T @ unit - np.eye(3)).max()
@@ -102,8 +103,8 @@ def describe_nifti(path: str | os.PathLike) -> dict:
         "sform_code": int(img.header["sform_code"]),
         "qform_code": int(img.header["qform_code"]),
         "dtype": str(img.get_data_dtype()),
-        "scl_slope": None if slope is None or not math.isfinite(slope) else float(slope),
-        "scl_inter": None if inter is None or not math.isfinite(inter) else float(inter),
+        "scl_slope": slope,
+        "scl_inter": inter,
         "notes": notes,
     }
     if len(shape) > 3:
