@@ -10,7 +10,7 @@ import typer
 from .common import handle_errors
 
 FilesArg = Annotated[
-    list[Path], typer.Argument(metavar="FILE...", help="NIfTI volumes or stacks, and k-space .mat files.")
+    list[Path], typer.Argument(metavar="FILE", help="NIfTI volumes or stacks, and k-space .mat files.")
 ]
 JsonOpt = Annotated[
     str | None,
