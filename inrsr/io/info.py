@@ -42,9 +42,9 @@ def obliquity_deg(affine: np.ndarray) -> float:
 
     >>> obliquity_deg(np.diag([1.0, 1.0, 5.0, 1.0]))
     0.0
-    >>> round(obliquity_deg(np.diag([1.0, 1.0, 1.0, 1.0]) @ np.array([[np.cos(0.3), -np.sin(0.3), 0, 0],
-    ...     [np.sin(0.3), np.cos(0.3), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])), 4) == round(math.degrees(0.3), 4)
-    True
+    >>> c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    >>> round(obliquity_deg(np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 4, 0], [0, 0, 0, 1]])), 6)
+    20.0
     """
     cosines = np.abs(geometry.direction_cosines(affine))
     return float(np.degrees(np.arccos(np.clip(cosines.max(axis=0), -1.0, 1.0))).max())
