@@ -4,8 +4,8 @@ Volumes get a montage of the three planes through the centre of the output grid 
 voxel axes nearest to world z, y and x), one row per image (an input resampled onto the output grid in world
 space, the output, a map such as the uncertainty or an error); cine reconstructions get three frames of the
 zero-filled input and of the reconstruction, and an x-t profile through the centre. Planes are drawn in mm with
-the voxel sizes' true aspect, a scale bar and orientation letters (RAS+: the subject's right on the right, as
-seen from below for axial planes), and a caption carries the key figures of the run.
+the voxel sizes' true aspect, a scale bar and orientation letters (RAS+, the neurological convention: the
+subject's right on the right), and a caption carries the key figures of the run.
 
 Drawing uses matplotlib's Agg canvas directly (no display, no pyplot state) and is imported only when a picture
 is made, so ``--help`` stays fast. The functions take arrays and an affine or spacing; only :func:`save_png`
@@ -26,6 +26,8 @@ from .geometry import Grid, voxel_spacing
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from .volume import Volume
 
 PLANE_NAMES = ("sagittal", "coronal", "axial")  # the plane normal to world x, y, z
 WORLD_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))  # low and high end of world x, y, z (RAS+)
@@ -329,7 +331,7 @@ def save_png(fig: Figure, path: str | os.PathLike) -> None:
         fig.savefig(str(tmp), format="png", facecolor=fig.get_facecolor())
 
 
-def input_row(label: str, volume, grid: Grid, order: int = 1) -> Row:
+def input_row(label: str, volume: Volume, grid: Grid, order: int = 1) -> Row:
     """A montage row for an input ``volume`` (:class:`~inrsr.volume.Volume`) resampled in world space onto the
     central planes of ``grid`` (trilinear by default; 0 outside the input's field of view)."""
     from .metrics import resample_to_grid
