@@ -72,6 +72,21 @@ def gradient_mm(x: torch.Tensor, spacing: Sequence[float]) -> list[torch.Tensor]
     return out
 
 
+def divergence_adjoint(v: torch.Tensor, dim: int, h: float) -> torch.Tensor:
+    """``D_dim^T v`` for the forward difference per mm of :func:`gradient_mm` (whose last entry along ``dim`` is 0).
+
+    >>> x, v = torch.randn(5, 4, 3, dtype=torch.float64), torch.randn(5, 4, 3, dtype=torch.float64)
+    >>> v[:, -1] = 0
+    >>> dx = gradient_mm(x, (1.0, 0.5, 2.0))[1]
+    >>> bool(torch.isclose((dx * v).sum(), (x * divergence_adjoint(v, 1, 0.5)).sum()))
+    True
+    """
+    n = v.shape[dim]
+    out = -v / h
+    out.narrow(dim, 1, n - 1).add_(v.narrow(dim, 0, n - 1) / h)
+    return out
+
+
 class Reconstruction:
     """The weighted least-squares + TV problem over ``terms`` on a lattice of ``shape`` and ``spacing`` (mm)."""
 
@@ -81,17 +96,19 @@ class Reconstruction:
         self.spacing = [float(s) for s in spacing]
 
     def _normal(self, p: torch.Tensor, weights, total: float, lam: float, q: torch.Tensor) -> torch.Tensor:
-        """``(A^T W A / total + lam / N D^T Q D) p`` by autograd."""
+        """``(A^T W A / total + lam / N D^T Q D) p``: the data part by autograd, the TV part explicitly."""
         p = p.detach().requires_grad_(True)
+        out = torch.zeros_like(p)
         with torch.enable_grad():
-            loss = p.new_zeros(())
             for term, w in zip(self.terms, weights, strict=True):
                 ap = term.predict(p)
-                loss = loss + 0.5 * (w * ap * ap).sum() / total
-            g = gradient_mm(p, self.spacing)
-            loss = loss + 0.5 * lam / p.numel() * (q * sum(gi * gi for gi in g)).sum()
-            (grad,) = torch.autograd.grad(loss, p)
-        return grad
+                (grad,) = torch.autograd.grad(ap, p, grad_outputs=(w * ap).detach() / total)
+                out += grad
+        p = p.detach()
+        scale = lam / p.numel()
+        for d, g in enumerate(gradient_mm(p, self.spacing)):
+            out += scale * divergence_adjoint(q * g, d, self.spacing[d])
+        return out
 
     def solve(
         self,
@@ -162,8 +179,10 @@ def robust_update(terms: Sequence[StackTerm], residuals: Sequence[torch.Tensor])
     mix = float(prev.mean().clamp(0.5, 0.99))
     potentials, owners = [], []
     for s, (t, r, m) in enumerate(zip(terms, residuals, masks, strict=True)):
-        g = torch.exp(-0.5 * r * r / sigma2) / np.sqrt(2 * np.pi * sigma2)
+        # exponent capped so that no weight is a subnormal float (slow arithmetic in every later solve)
+        g = torch.exp((-0.5 * r * r / sigma2).clamp_min(-80.0)) / np.sqrt(2 * np.pi * sigma2)
         p = mix * g / (mix * g + (1 - mix) * density_out)
+        p = p.masked_fill(p < 1e-6, 0.0)
         t.voxel_weight = torch.where(m, p, torch.ones_like(p))
         axes = tuple(a for a in range(3) if a != t.operator.slice_axis)
         n = m.float().sum(axes)

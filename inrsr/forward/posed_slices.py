@@ -14,6 +14,11 @@ around ``M_k A (i, j, k)`` with the stack's Gaussian PSF (:func:`~inrsr.forward.
 All slices are read in one ``grid_sample`` call, so the cost does not depend on the poses. The operator is linear
 in the volume (its adjoint is the vector-Jacobian product) and differentiable in the pose parameters, which is
 how slice-to-volume registration gets its gradients.
+
+When every posed slice's voxel axes run within :data:`SEPARABLE_MAX_DEG` of the lattice axes (stacks aligned with
+the output grid, small motion), the same PSF is applied as a separable Gaussian blur of the lattice followed by
+one trilinear read per stack voxel: about ten times fewer reads, with the blur's axes off the slice's own by at
+most that angle.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ import torch.nn.functional as F
 
 from ..geometry import Grid, sampling_affine, voxel_spacing
 from .slice_psf import gaussian_taps
+
+# Largest angle (degrees) between a posed slice's voxel axes and the lattice axes for the separable path. Against a
+# finely sampled reference (StackOperator) on a brain, 1x1x5 mm stacks: the separable path is off by ~0.12% per
+# degree of tilt, the quadrature path by ~0.55% at any tilt; at 3 degrees the separable path is still the closer.
+SEPARABLE_MAX_DEG = 3.0
 
 
 def rigid_matrices(params: torch.Tensor, centre_mm: torch.Tensor) -> torch.Tensor:
@@ -144,6 +154,40 @@ class PosedStackOperator:
         # world -> grid_sample coordinates of the source lattice (align_corners=True), axes reversed
         self._world_to_sample = torch.as_tensor(sampling_affine(source.shape, source.affine))
         self._cache: dict = {}
+        self._init_separable(sigmas_mm)
+
+    def _init_separable(self, sigmas_mm: Sequence[float]) -> None:
+        """The separable path: which lattice axis each stack axis runs along, the blur taps per lattice axis and
+        one read per stack voxel."""
+        lattice_dirs = self.source.affine[:3, :3] / np.linalg.norm(self.source.affine[:3, :3], axis=0)
+        stack_dirs = self.stack_affine[:3, :3] / np.linalg.norm(self.stack_affine[:3, :3], axis=0)
+        nearest = np.abs(lattice_dirs.T @ stack_dirs).argmax(0)  # lattice axis of each stack axis
+        self._separable_axes: list[int] | None = None
+        if sorted(nearest.tolist()) != [0, 1, 2]:
+            return
+        self._separable_axes = nearest.tolist()
+        self._lattice_dirs = torch.as_tensor(lattice_dirs[:, nearest])  # column a: the lattice axis of stack axis a
+        self._stack_dirs = torch.as_tensor(stack_dirs)
+        self.blur_taps = [np.ones(1)] * 3
+        for a, lat in enumerate(nearest):
+            self.blur_taps[lat] = gaussian_taps(float(sigmas_mm[a]), float(self.source.spacing[lat]))
+        local = np.zeros((*[self.stack_shape[a] for a in self.inplane], 3))
+        for n, a in enumerate(self.inplane):
+            shape = [1, 1]
+            shape[n] = -1
+            local[..., a] = np.arange(self.stack_shape[a]).reshape(shape)
+        self._sep_local = torch.as_tensor(local.reshape(-1, 3), dtype=torch.float64)
+
+    def separable(self, poses: torch.Tensor | None) -> bool:
+        """Whether the separable path applies: every posed slice's axes within :data:`SEPARABLE_MAX_DEG` of the
+        lattice's."""
+        if self._separable_axes is None:
+            return False
+        dirs = self._stack_dirs
+        if poses is not None:
+            dirs = poses.detach().cpu().to(torch.float64)[:, :3, :3] @ dirs
+        cos = (dirs * self._lattice_dirs).sum(-2).abs().min()
+        return bool(cos >= math.cos(math.radians(SEPARABLE_MAX_DEG)))
 
     @property
     def n_samples(self) -> int:
@@ -167,21 +211,33 @@ class PosedStackOperator:
         a = self.slice_affines(None if poses is None else poses.cpu())
         return (a[:, :3, :3] @ centre + a[:, :3, 3]).to(poses.device if poses is not None else "cpu")
 
-    def _coords(self, poses: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """``grid_sample`` coordinates of every sample: ``(1, n_slices * T, Fb, Fc, 3)``."""
-        key = (device, dtype)
+    def _coords(
+        self, poses: torch.Tensor | None, device: torch.device, dtype: torch.dtype, separable: bool = False
+    ) -> torch.Tensor:
+        """``grid_sample`` coordinates of every sample: ``(1, n_slices * T, Fb, Fc, 3)`` (quadrature path) or
+        ``(1, n_slices, nb, nc, 3)`` (separable path)."""
+        key = (device, dtype, separable)
         if poses is None and key in self._cache:
             return self._cache[key]
         m = self._world_to_sample.to(poses.device if poses is not None else "cpu") @ self.slice_affines(poses)
-        local = self._local.to(m.device)
+        local = (self._sep_local if separable else self._local).to(m.device)
         g = torch.einsum("sij,nj->sni", m[:, :3, :3], local) + m[:, None, :3, 3]
-        coords = g.to(device=device, dtype=dtype).reshape(1, -1, *self.fine_shape, 3)
+        shape = [self.stack_shape[a] for a in self.inplane] if separable else self.fine_shape
+        coords = g.to(device=device, dtype=dtype).reshape(1, -1, *shape, 3)
         if poses is None:
             self._cache[key] = coords
         return coords
 
     def forward(self, volume: torch.Tensor, poses: torch.Tensor | None = None) -> torch.Tensor:
         """The stack predicted from ``volume`` on the source lattice with slice ``poses``."""
+        order = [self.slice_axis, *self.inplane]
+        if self.separable(poses):
+            blurred = volume
+            for dim, taps in enumerate(self.blur_taps):
+                blurred = _blur(blurred, dim, torch.as_tensor(taps, dtype=volume.dtype, device=volume.device))
+            coords = self._coords(poses, volume.device, volume.dtype, separable=True)
+            out = F.grid_sample(blurred[None, None], coords, mode="bilinear", padding_mode="zeros", align_corners=True)
+            return out[0, 0].permute(*np.argsort(order))
         coords = self._coords(poses, volume.device, volume.dtype)
         samples = F.grid_sample(
             volume[None, None], coords, mode="bilinear", padding_mode="zeros", align_corners=True
@@ -191,7 +247,6 @@ class PosedStackOperator:
         for dim, (taps, stride, a) in enumerate(zip(self.taps, self.ratios, self.inplane, strict=True), start=1):
             out = _strided_filter(out, dim, taps.to(volume.device, volume.dtype), stride, self.stack_shape[a])
         # (slices, b, c) -> the stack's own axis order
-        order = [self.slice_axis, *self.inplane]
         return out.permute(*np.argsort(order))
 
     __call__ = forward
@@ -203,6 +258,36 @@ class PosedStackOperator:
             y = self.forward(x, None if poses is None else poses.detach())
             (grad,) = torch.autograd.grad(y, x, grad_outputs=stack)
         return grad
+
+
+def _blur(x: torch.Tensor, dim: int, taps: torch.Tensor) -> torch.Tensor:
+    """Centred filter ``taps`` (odd length) along ``dim`` with zeros outside ``x`` (same shape as ``x``); its
+    gradient is the same filter with the taps reversed (the exact transpose), without autograd's per-tap
+    bookkeeping."""
+    if len(taps) == 1:
+        return x * taps[0]
+    return _Blur.apply(x, dim, taps)
+
+
+def _filter_same(x: torch.Tensor, dim: int, taps: torch.Tensor) -> torch.Tensor:
+    h = (len(taps) - 1) // 2
+    pad = [0, 0] * x.dim()
+    pad[2 * (x.dim() - 1 - dim)] = h
+    pad[2 * (x.dim() - 1 - dim) + 1] = h
+    return _strided_filter(F.pad(x, pad), dim, taps, 1, x.shape[dim])
+
+
+class _Blur(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, taps: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.dim = dim
+        ctx.save_for_backward(taps)
+        return _filter_same(x, dim, taps)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        (taps,) = ctx.saved_tensors
+        return _filter_same(grad, ctx.dim, taps.flip(0)), None, None
 
 
 def _strided_filter(x: torch.Tensor, dim: int, taps: torch.Tensor, stride: int, n_out: int) -> torch.Tensor:
