@@ -1,0 +1,81 @@
+"""CPU threads: waiting OpenMP workers sleep (a run on shared cores must not crawl), and subnormal floats are
+flushed to zero in every thread of the recon fit (its speed must not depend on the image content).
+
+Checked without timing anything: the OpenMP runtime reports its wait policy, and half of a subnormal is zero only
+where the flag is set, over a tensor large enough to be split between two intra-op threads.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from kspace_synth import cine_kspace
+
+from inrsr.devices import run_flushing_subnormals
+from inrsr.recon import api
+from inrsr.recon import masks as M
+
+SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+
+
+@pytest.fixture
+def two_threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def _surviving_subnormals() -> int:
+    """How many halved subnormals stay non-zero, over a tensor the intra-op threads share."""
+    x = torch.full((1 << 18,), SUBNORMAL)
+    return int((x * 0.5).count_nonzero())
+
+
+def test_every_worker_thread_flushes_and_the_caller_is_left_alone(two_threads):
+    n = 1 << 18
+    assert _surviving_subnormals() == n  # the default: subnormals kept
+    assert run_flushing_subnormals(_surviving_subnormals) == 0  # all of them flushed, in both threads
+    assert _surviving_subnormals() == n  # the caller's state is unchanged
+    with torch.no_grad():  # the caller's grad mode carries over
+        assert run_flushing_subnormals(torch.is_grad_enabled) is False
+    with pytest.raises(ValueError, match="boom"):
+        run_flushing_subnormals(lambda: (_ for _ in ()).throw(ValueError("boom")))
+
+
+def test_the_recon_fit_runs_with_subnormals_flushed(two_threads, monkeypatch):
+    nx, ny, nt = 24, 20, 4
+    k, _, _ = cine_kspace(nx, ny, nt, 2, seed=0)
+    mask = M.lines_to_mask(M.challenge_lines(ny, 4, 8), nx, nt)
+    seen = []
+    real = api.fit_slice
+
+    def spy(*args, **kwargs):
+        seen.append(_surviving_subnormals())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "fit_slice", spy)
+    res = api.reconstruct_slice(np.where(mask[:, None], k, 0), mask, api.ReconConfig(steps=2, quiet=True, device="cpu"))
+    assert seen == [0] and res.image.shape == (nt, nx, ny)
+
+
+def _omp_env(**env: str) -> tuple[str, str]:
+    """What a fresh interpreter that imports inrsr, then torch, reports: (its OMP_WAIT_POLICY, OpenMP's own)."""
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import os, inrsr, torch; torch.ones(8).sum(); print(os.environ.get('OMP_WAIT_POLICY'))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**clean, "OMP_DISPLAY_ENV": "TRUE", **env}
+    )
+    assert proc.returncode == 0, proc.stderr
+    shown = [line.split("=")[1].strip(" '") for line in proc.stderr.splitlines() if "OMP_WAIT_POLICY" in line]
+    return proc.stdout.strip(), shown[0] if shown else ""
+
+
+def test_openmp_workers_wait_passively_unless_told_otherwise():
+    own, runtime = _omp_env()
+    assert own == "PASSIVE"
+    assert runtime in ("PASSIVE", "")  # "" where the OpenMP runtime does not display its settings
+    assert _omp_env(OMP_WAIT_POLICY="ACTIVE")[0] == "ACTIVE"
