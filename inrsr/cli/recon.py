@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..recon.config import ReconConfig
+from ..recon.config import Pattern, ReconConfig
 from .common import DeviceOpt, QcOpt, QuietOpt, ReportOpt, SeedOpt, handle_errors
 
 _D = ReconConfig()  # defaults live in the config dataclass
@@ -32,6 +32,17 @@ AccelOpt = Annotated[
     ),
 ]
 AcsOpt = Annotated[int, typer.Option("--acs", help="Central fully sampled ky lines of the --accel mask.")]
+PatternOpt = Annotated[
+    Pattern,
+    typer.Option(
+        "--pattern",
+        case_sensitive=False,
+        help="Sampling simulated by --accel on fully sampled input: uniform (the same lines in every frame: ACS + "
+        "every R-th line), or a CMRxRecon 2024 k-t pattern that changes from frame to frame: ktUniform (every "
+        "R-th line, shifted per frame), ktGaussian (random lines, Gaussian density), ktRadial (golden-angle "
+        "spokes + an ACS square). For the k-t patterns R counts the samples outside the ACS.",
+    ),
+]
 MaskOpt = Annotated[
     str | None,
     typer.Option("--mask", help="Sampling mask FILE[:VAR], (kx, ky) or k-t (kx, ky, t) (default: from the data)."),
@@ -56,6 +67,14 @@ LossOpt = Annotated[str, typer.Option("--loss", help="k-space loss: l2 or huber.
 TvSpaceOpt = Annotated[float, typer.Option("--tv-space", help="Weight of the spatial total variation.")]
 TvTimeOpt = Annotated[float, typer.Option("--tv-time", help="Weight of the temporal total variation.")]
 DcOpt = Annotated[bool, typer.Option("--dc/--no-dc", help="Final hard data consistency with the measured k-space.")]
+FramesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--frames",
+        help="Render this many frames evenly over the cardiac cycle from the fitted model (temporal "
+        "super-resolution; time is periodic; no final data consistency). Default: the acquired frames.",
+    ),
+]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Most optimisation steps per slice.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (decays 3x over --steps).")]
 HoldoutOpt = Annotated[
@@ -91,6 +110,7 @@ def recon_command(
     slices: SlicesOpt = None,
     accel: AccelOpt = None,
     acs: AcsOpt = _D.acs,
+    pattern: PatternOpt = _D.pattern,
     mask: MaskOpt = None,
     ref: RefOpt = None,
     method: MethodOpt = _D.method,
@@ -100,6 +120,7 @@ def recon_command(
     tv_space: TvSpaceOpt = _D.tv_space,
     tv_time: TvTimeOpt = _D.tv_time,
     dc: DcOpt = _D.dc,
+    frames: FramesOpt = _D.frames,
     steps: StepsOpt = _D.steps,
     lr: LrOpt = _D.lr,
     holdout: HoldoutOpt = _D.holdout,
@@ -116,9 +137,10 @@ def recon_command(
     """Reconstruct undersampled cine k-space with one INR per slice over (x, y, t).
 
     Reads CMRxRecon .mat files (v7.3 or v5) slice by slice. Fully sampled input is undersampled with --accel
-    (24 central lines + every R-th line) and scored against itself; undersampled input uses --mask or the
-    sampled lines themselves, and is scored when --ref gives the fully sampled k-space. Metrics follow the
-    CMRxRecon 2023 rules (per-image max normalisation; full image and challenge crop).
+    (24 central lines + every R-th line, or a k-t --pattern that changes per frame) and scored against itself;
+    undersampled input uses --mask (also k-t masks) or the sampled points themselves, and is scored when --ref
+    gives the fully sampled k-space. Metrics follow the CMRxRecon 2023 rules (per-image max normalisation; full
+    image and challenge crop). --frames N renders N frames over the cardiac cycle from the fitted model.
 
     The NIfTI has no scanner position (sform and qform codes 0): only its voxel sizes, --spacing and the slice
     distance, mean something. --qc FILE.png draws zero-filled vs reconstructed frames of the central slice.
@@ -133,12 +155,18 @@ def recon_command(
         ("-o", output, NIFTI), ("--save-mat", save_mat, (".mat",)), ("--report", report, JSON), ("--qc", qc, PNG)
     )
     spacing_mm = _parse_spacing(spacing, slice_distance)
+    if frames is not None and (qc is not None or method != "inr"):
+        from ..errors import InputError
+
+        needs = "--method inr" if qc is None else "--method inr and no --qc"
+        raise InputError(f"--frames renders the fitted model: it needs {needs}")
     config = ReconConfig(
         method=method,
         key=key,
         slices=_parse_ints(slices, "--slices"),
         accel=accel,
         acs=acs,
+        pattern=pattern,
         mask=mask,
         ref=ref,
         encoding=encoding,
@@ -147,6 +175,7 @@ def recon_command(
         tv_space=tv_space,
         tv_time=tv_time,
         dc=dc,
+        frames=frames,
         steps=steps,
         lr=lr,
         holdout=holdout,

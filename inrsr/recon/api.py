@@ -19,7 +19,7 @@ from ..io.kspace import KSpaceReader, read_mask
 from ..progress import Progress
 from . import masks as M
 from .coils import calibration_block, espirit_maps
-from .config import ReconConfig
+from .config import Pattern, ReconConfig
 from .scoring import ranking_slices, score_cine
 from .solver import data_consistency, fit_slice, lowres_maps, zero_filled
 
@@ -28,6 +28,7 @@ from .solver import data_consistency, fit_slice, lowres_maps, zero_filled
 class SliceResult:
     image: np.ndarray  # (t, x, y) magnitude, in the input's intensity units
     info: dict = field(default_factory=dict)
+    rendered: np.ndarray | None = None  # (frames, x, y) magnitude over the cycle, with ReconConfig.frames
 
 
 @dataclass
@@ -49,6 +50,11 @@ def build_mask(
     nt, _, nx, ny = kspace.shape
     measured = M.mask_from_data(kspace)
     full = bool(measured.all())
+    if config.pattern is not Pattern.uniform and (file_mask is not None or not full):
+        raise InputError(
+            f"--pattern {config.pattern.value} simulates sampling of fully sampled k-space; "
+            + ("--mask gives the sampling already" if file_mask is not None else "this k-space is undersampled")
+        )
     if file_mask is not None:
         mask = M.mask_from_file(file_mask, nx, ny, nt, mask_name or "mask")
         if config.accel is not None:
@@ -58,7 +64,7 @@ def build_mask(
             if config.method == "zerofill":
                 return measured, kspace, True
             raise InputError("the k-space is fully sampled: give --accel R to undersample it, or --mask FILE")
-        mask = M.lines_to_mask(M.challenge_lines(ny, config.accel, config.acs), nx, nt)
+        mask = M.pattern_mask(config.pattern, nx, ny, nt, config.accel, config.acs, seed=config.seed)
     else:
         mask = measured
         if config.accel is not None:
@@ -160,7 +166,11 @@ def reconstruct_slice(
             f"slice {slice_index}: the model predicts the held-out k-space lines no better than zero-filling "
             f"(relative error {info['best_holdout_nmse']:.2f}); the result is not reliable"
         )
-    return SliceResult((image.abs() * scale).cpu().numpy(), info)
+    rendered = None
+    if fit.rendered is not None:
+        rendered = (fit.rendered.abs() * scale).cpu().numpy()
+        info["frames_rendered"] = int(rendered.shape[0])
+    return SliceResult((image.abs() * scale).cpu().numpy(), info, rendered)
 
 
 def _call(fn, *args, **kwargs):
@@ -174,9 +184,16 @@ def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
     file_mask, mask_name = (None, None)
     if config.mask is not None:
         file_mask, mask_name = read_mask(config.mask)
+        # Errors name the file and the variable: FILE:VAR.
+        mask_name = config.mask if config.mask.endswith(f":{mask_name}") else f"{config.mask}:{mask_name}"
     started = time.perf_counter()
     with KSpaceReader(path, config.key) as reader:
         info = reader.info
+        # Checked before any slice is read or fitted.
+        if file_mask is not None:
+            M.mask_from_file(file_mask, info.nx, info.ny, info.n_frames, mask_name or "mask")
+        if config.accel is not None and config.pattern is not Pattern.uniform:
+            M.check_pattern(config.pattern, info.ny, config.accel, config.acs)
         slices = _select_slices(config.slices, info.n_slices)
         ranked = ranking_slices(info.n_slices)
         missing = [s for s in ranked if s not in slices]
@@ -212,7 +229,8 @@ def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
                         **({"zerofill": _scores(gt, zf)} if config.method == "inr" else {}),
                     }
                 per_slice.append(entry)
-                images.append(result.image)
+                # The metrics score the acquired frames; the output holds the rendered ones when asked for.
+                images.append(result.rendered if result.rendered is not None else result.image)
         finally:
             if ref_reader is not None:
                 ref_reader.__exit__()

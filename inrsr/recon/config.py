@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
 
 if TYPE_CHECKING:
     from .solver import FitSettings
+
+
+class Pattern(str, Enum):
+    """How fully sampled k-space is undersampled by ``--accel``: the CMRxRecon 2023 rule (the same ky lines in
+    every frame), or one of CMRxRecon 2024's k-t patterns (different samples in every frame)."""
+
+    uniform = "uniform"  # the central ACS lines + every R-th line from the first, in every frame
+    kt_uniform = "ktUniform"  # every R-th line, shifted by one line from frame to frame, + ACS
+    kt_gaussian = "ktGaussian"  # random lines per frame, Gaussian density over ky, + ACS
+    kt_radial = "ktRadial"  # radial spokes, rotated by the golden angle from frame to frame, + an ACS square
 
 
 @dataclass
@@ -20,6 +31,7 @@ class ReconConfig:
     slices: list[int] | None = None
     accel: int | None = None
     acs: int = 24
+    pattern: Pattern = Pattern.uniform
     mask: str | None = None
     ref: str | None = None
     ref_key: str | None = None
@@ -29,6 +41,7 @@ class ReconConfig:
     tv_space: float = 0.002
     tv_time: float = 0.004
     dc: bool = True
+    frames: int | None = None  # frames rendered over the cardiac cycle (None: the acquired ones)
     steps: int = 400
     lr: float = 3e-2
     holdout: float = 0.05
@@ -56,6 +69,17 @@ class ReconConfig:
                 raise InputError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.accel is not None and self.accel < 1:
             raise InputError(f"--accel must be >= 1, got {self.accel}")
+        try:
+            self.pattern = Pattern(self.pattern)
+        except ValueError:
+            allowed = ", ".join(p.value for p in Pattern)
+            raise InputError(f"--pattern must be one of {allowed}, got {self.pattern!r}") from None
+        if self.frames is not None and self.frames < 1:
+            raise InputError(f"--frames must be >= 1, got {self.frames}")
+        if self.frames is not None and self.encoding != "hash":
+            raise InputError("--frames needs --encoding hash (its time axis is periodic over the cardiac cycle)")
+        if self.frames is not None and self.ranking:
+            raise InputError("--save-mat writes the acquired frames (img4ranking): leave out --frames")
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
         if not 0 <= self.holdout < 0.5:
@@ -80,4 +104,5 @@ class ReconConfig:
             lr_final=self.lr / 3,
             patience=self.patience,
             joint_coils=self.coils == "joint",
+            render_frames=self.frames,
         )

@@ -1,10 +1,11 @@
 """The continuous models of one cine slice: a complex image field over ``(x, y, t)`` and a coil-map field.
 
-Coordinates are normalised to ``[-1, 1]`` per axis with the first and last pixel (frame) centres at the ends,
-the convention of :class:`~inrsr.encodings.HashGridEncoding`. Training evaluates the field at every pixel of
-every frame, always the same points: there a hash grid's features are the multilinear upsampling of each
-level's vertex grid, which :func:`grid_features` computes separably with matrix products (same numbers as the
-encoding; other encodings are evaluated point by point).
+Coordinates are normalised to ``[-1, 1]`` per axis with the first and last pixel centres at the ends, the
+convention of :class:`~inrsr.encodings.HashGridEncoding`; time (a cardiac cycle) is periodic instead: frame
+``t`` of ``nt`` sits at phase ``t / nt`` and the hash grid's vertices along t are evenly spaced around the cycle.
+Training evaluates the field at every pixel of every frame, always the same points: there a hash grid's features
+are the multilinear upsampling of each level's vertex grid, which :func:`grid_features` computes separably with
+matrix products (same numbers as the encoding; other encodings are evaluated point by point).
 """
 
 from __future__ import annotations
@@ -46,19 +47,48 @@ def _interpolation_matrix(n: int, r: int, device: str) -> torch.Tensor:
     return w.float().to(device)
 
 
-def resample_separable(grid: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
-    """Multilinear resampling of a vertex grid ``(F, *r)`` onto pixels ``(F, *out_shape)`` (end vertices on end
-    pixels), one matrix product per axis.
+def periodic_interpolation_matrix(n: int, r: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(n, r)``: linear interpolation around a cycle, from ``r`` vertices at phases ``i / r`` to ``n`` samples
+    at phases ``j / n`` (the last vertex is followed by the first). Cached: treat it as read-only.
+
+    >>> periodic_interpolation_matrix(4, 2)
+    tensor([[1.0000, 0.0000],
+            [0.5000, 0.5000],
+            [0.0000, 1.0000],
+            [0.5000, 0.5000]])
+    """
+    return _periodic_matrix(int(n), int(r), str(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _periodic_matrix(n: int, r: int, device: str) -> torch.Tensor:
+    pos = torch.arange(n, dtype=torch.float64) * r / n
+    i0 = pos.floor().long()
+    frac = pos - i0
+    w = torch.zeros(n, r, dtype=torch.float64)
+    rows = torch.arange(n)
+    w.index_put_((rows, i0 % r), 1 - frac, accumulate=True)
+    w.index_put_((rows, (i0 + 1) % r), frac, accumulate=True)
+    return w.float().to(device)
+
+
+def resample_separable(
+    grid: torch.Tensor, out_shape: Sequence[int], periodic: Sequence[bool] | None = None
+) -> torch.Tensor:
+    """Multilinear resampling of a vertex grid ``(F, *r)`` onto pixels ``(F, *out_shape)``, one matrix product
+    per axis: end vertices on end pixels, or, along a ``periodic`` axis, vertices and pixels evenly spaced around
+    a cycle (:func:`periodic_interpolation_matrix`).
 
     Axes are taken last to first, each as a product over an axis of a contiguous tensor (no transposed copies);
     an axis whose vertices already are the pixels is left as it is.
     """
     d = len(out_shape)
+    periodic = tuple(periodic) if periodic is not None else (False,) * d
     for k in reversed(range(d)):
         r, n = int(grid.shape[k + 1]), int(out_shape[k])
         if r == n:
             continue
-        w = interpolation_matrix(n, r, grid.device)
+        w = periodic_interpolation_matrix(n, r, grid.device) if periodic[k] else interpolation_matrix(n, r, grid.device)
         if k == d - 1:
             grid = grid @ w.T
         else:
@@ -69,11 +99,16 @@ def resample_separable(grid: torch.Tensor, out_shape: Sequence[int]) -> torch.Te
 
 
 def grid_features(
-    encoding: nn.Module, shape: Sequence[int], order: Sequence[int] | None = None, chunk: int = 1 << 18
+    encoding: nn.Module,
+    shape: Sequence[int],
+    order: Sequence[int] | None = None,
+    chunk: int = 1 << 18,
+    periodic: Sequence[bool] | None = None,
 ) -> torch.Tensor:
     """The encoding at every point of a pixel grid, channels first: ``(out_dim, *[shape[a] for a in order])``.
 
     ``shape`` is in the encoding's coordinate order; ``order`` (default: as is) permutes the output axes.
+    ``periodic`` (coordinate order; hash grids only) reads an axis's vertices as evenly spaced around a cycle.
     For a hash grid each level's vertex grid (:meth:`HashGridEncoding.level_grids`) is resampled separably,
     one matrix product per axis (multilinear interpolation is separable): the same values as the encoding at
     those points, with a backward pass made of matrix products too (several times faster on a CPU than
@@ -84,11 +119,14 @@ def grid_features(
     order = tuple(range(d)) if order is None else tuple(order)
     out_shape = [shape[a] for a in order]
     if isinstance(encoding, HashGridEncoding):
+        cyclic = [bool(periodic[a]) for a in order] if periodic is not None else None
         levels = []
         for g in encoding.level_grids():  # (1, F, *resolution), axes in coordinate order
             grid = g[0].permute(0, *[a + 1 for a in order])  # (F, r_order...)
-            levels.append(resample_separable(grid, out_shape))
+            levels.append(resample_separable(grid, out_shape, cyclic))
         return torch.cat(levels, dim=0)
+    if periodic is not None and any(periodic):
+        raise ValueError("periodic axes need a hash-grid encoding")
     coords = grid_coords(shape, device=next(encoding.parameters(), torch.empty(0)).device)
     coords = coords.permute(*order, d).reshape(-1, d)
     out = torch.cat([encoding(c) for c in coords.split(chunk)], dim=0)  # (N, D)
@@ -209,9 +247,21 @@ class CineField(nn.Module):
             raise ValueError(f"unknown encoding {encoding!r}")
         self.field = Field(enc, out_dim=2, hidden=hidden, n_hidden_layers=n_hidden_layers)
 
-    def render(self) -> torch.Tensor:
-        """The cine on its pixel grid, complex ``(t, x, y)``."""
-        feats = grid_features(self.field.encoding, self.shape_xyt, order=(2, 0, 1))  # (D, t, x, y)
+    def render(self, n_frames: int | None = None) -> torch.Tensor:
+        """The cine on its pixel grid, complex ``(t, x, y)``; ``n_frames`` frames evenly over the cardiac cycle
+        (default: the acquired ones, frame ``t`` at phase ``t / nt``).
+
+        With the hash grid, time is periodic: each level's vertices along t are evenly spaced around the cycle,
+        the last one followed by the first, so any phase has a value and the cycle closes on itself.
+        """
+        nx, ny, nt = self.shape_xyt
+        shape = (nx, ny, n_frames or nt)
+        if isinstance(self.field.encoding, HashGridEncoding):
+            feats = grid_features(self.field.encoding, shape, order=(2, 0, 1), periodic=(False, False, True))
+        elif shape[2] == nt:
+            feats = grid_features(self.field.encoding, shape, order=(2, 0, 1))  # (D, t, x, y)
+        else:
+            raise ValueError("rendering other frames than the acquired ones needs the hash-grid encoding")
         out = head_channels_first(self.field.head, feats)  # (2, t, x, y)
         return torch.complex(out[0].float(), out[1].float())
 

@@ -44,6 +44,7 @@ class FitSettings:
     lr_final: float
     patience: int
     joint_coils: bool
+    render_frames: int | None  # also render the chosen model at this many frames over the cycle
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
 
@@ -56,6 +57,7 @@ class FitResult:
     steps_run: int
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    rendered: torch.Tensor | None = None  # (render_frames, x, y) complex, the chosen step's model
 
 
 def zero_filled(kspace: torch.Tensor) -> torch.Tensor:
@@ -130,6 +132,7 @@ def fit_slice(
         return fft_cols(img[:, None] * s)
 
     best = (float("inf"), -1, None, None)
+    best_state: dict[str, torch.Tensor] = {}  # the chosen step's model, kept only to render other frames
     # Early steps predict almost nothing on the held-out lines; their error (about 1) can only look good when the
     # held-out lines are noise-dominated, so the choice starts after a warm-up.
     warmup = int(settings.warmup * settings.steps)
@@ -163,6 +166,8 @@ def fit_slice(
             on_step(step, image.detach())
         if hold < best[0] or step < warmup:
             best = (hold, step, image.detach().clone(), s.detach().clone())
+            if settings.render_frames is not None:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history["loss"].append(float(loss.detach()))
         history["holdout"].append(hold if has_hold else float("nan"))
         if progress is not None:
@@ -174,7 +179,13 @@ def fit_slice(
         sched.step()
     _, best_step, image, used_maps = best
     assert image is not None and used_maps is not None
+    rendered = None
+    if settings.render_frames is not None:
+        model.load_state_dict(best_state)
+        with torch.no_grad():
+            rendered = model.render(settings.render_frames)
     return FitResult(
+        rendered=rendered,
         image=image,
         maps=used_maps,
         best_step=best_step,
