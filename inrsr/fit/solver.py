@@ -154,8 +154,8 @@ class Reconstruction:
 def automatic_weight(noise_sigma: float, floor: float, per_sigma: float) -> float:
     """The TV weight from the stacks' noise level (normalised intensities): ``floor + per_sigma * sigma``.
 
-    >>> automatic_weight(0.0, 7e-4, 0.25), automatic_weight(0.01, 7e-4, 0.25)
-    (0.0007, 0.0032)
+    >>> automatic_weight(0.0, 5e-4, 0.5), automatic_weight(0.01, 5e-4, 0.5)
+    (0.0005, 0.0055)
     """
     return float(floor + per_sigma * max(noise_sigma, 0.0))
 
