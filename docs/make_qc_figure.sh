@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes docs/quickstart_qc.png, the QC picture shown in the README: the quick-start fit of the bundled example
-# data with --qc (about 4.5 minutes on 2 CPU cores), then its scores. Needs inrsr installed (see the README).
+# data with --qc (about 70 s on 2 CPU cores), then its scores. Needs inrsr installed (see the README).
 # The fit's other outputs go to a temporary folder that is removed afterwards.
 set -euo pipefail
 

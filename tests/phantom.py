@@ -32,3 +32,16 @@ def phantom(shape: tuple[int, int, int] = (40, 40, 40), spacing_mm: float = 1.0,
     affine = np.diag([-spacing_mm, spacing_mm, spacing_mm, 1.0])
     affine[:3, 3] = [30.0, -20.0, -15.0]
     return Volume(img.astype(np.float32), affine, "phantom")
+
+
+def write_orthogonal_stacks(folder, hr: Volume, thickness_mm: float = 3.0, noise: float = 0.01) -> list[str]:
+    """Simulate an x, a y and a z stack of ``hr`` into ``folder`` as ``stack_{axis}.nii.gz``; their paths."""
+    from inrsr.io.nifti import save_volume
+    from inrsr.simulate import simulate_stack
+
+    paths = []
+    for i, axis in enumerate("xyz"):
+        stack = simulate_stack(hr, axis, thickness_mm, None, (0, 0, 0), noise, i)
+        save_volume(folder / f"stack_{axis}.nii.gz", stack.data, stack.affine)
+        paths.append(str(folder / f"stack_{axis}.nii.gz"))
+    return paths

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from cli import run_cli
-from phantom import phantom
+from phantom import phantom, write_orthogonal_stacks
 
 from inrsr.io.nifti import save_volume
-from inrsr.simulate import simulate_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from kspace_synth import cine_kspace, to_matlab, write_v73  # noqa: E402
@@ -27,11 +26,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("inputs")
     hr = phantom((16, 16, 16))
     save_volume(d / "hr.nii.gz", hr.data, hr.affine)
-    stacks = []
-    for i, axis in enumerate("xyz"):
-        stack = simulate_stack(hr, axis, 3.0, None, (0, 0, 0), 0.01, i)
-        save_volume(d / f"stack_{axis}.nii.gz", stack.data, stack.affine)
-        stacks.append(str(d / f"stack_{axis}.nii.gz"))
+    stacks = write_orthogonal_stacks(d, hr)
     (d / "train").mkdir()
     save_volume(d / "train" / "a.nii.gz", hr.data, hr.affine)
     write_v73(d / "cine.mat", {"kspace_full": to_matlab([cine_kspace(16, 12, 4, 2)[0]])})

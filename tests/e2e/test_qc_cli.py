@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from cli import run_cli
 from matplotlib.image import imread
-from phantom import phantom
+from phantom import phantom, write_orthogonal_stacks
 
 from inrsr.io.nifti import save_volume
-from inrsr.simulate import simulate_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from kspace_synth import cine_kspace, to_matlab, write_v73  # noqa: E402
@@ -28,11 +27,7 @@ def data(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("qc")
     hr = phantom((24, 24, 24))
     save_volume(d / "hr.nii.gz", hr.data, hr.affine)
-    stacks = []
-    for i, axis in enumerate("xyz"):
-        stack = simulate_stack(hr, axis, 3.0, None, (0, 0, 0), 0.01, i)
-        save_volume(d / f"stack_{axis}.nii.gz", stack.data, stack.affine)
-        stacks.append(str(d / f"stack_{axis}.nii.gz"))
+    stacks = write_orthogonal_stacks(d, hr)
     slices = [cine_kspace(32, 24, 6, 2, seed=s)[0] for s in range(3)]
     write_v73(d / "cine.mat", {"kspace_full": to_matlab(slices)})
     return {"dir": d, "hr": str(d / "hr.nii.gz"), "stacks": stacks, "kspace": str(d / "cine.mat")}

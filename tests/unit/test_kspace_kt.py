@@ -18,11 +18,8 @@ KT = [p for p in Pattern if p is not Pattern.uniform]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 def _accel_outside(mask: np.ndarray, acs: int) -> float:

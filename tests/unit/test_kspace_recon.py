@@ -20,12 +20,8 @@ NX, NY, NT, NC = 48, 40, 8, 4
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These cines are tiny: one thread avoids the cost of synchronising threads on every small operation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
