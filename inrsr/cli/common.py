@@ -12,6 +12,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from ..errors import InputError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 NIFTI = (".nii", ".nii.gz")
@@ -49,8 +51,6 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..errors import InputError
-
         try:
             return func(*args, **kwargs)
         except InputError as exc:
@@ -100,14 +100,9 @@ def gpu_memory_message(exc: BaseException) -> str | None:
     )
 
 
-def check_output_path(path, suffixes: tuple[str, ...] = (".nii", ".nii.gz")) -> None:
+def check_output_path(path, suffixes: tuple[str, ...] = NIFTI) -> None:
     """Fail early (before any work) on an output path that cannot be written: a wrong suffix, a directory, a
     parent that is a file or cannot be created, or no write permission."""
-    import os
-    from pathlib import Path
-
-    from ..errors import InputError
-
     path = Path(path)
     if suffixes and not any(str(path).endswith(s) for s in suffixes):
         raise InputError(f"{path}: output must end with {' or '.join(suffixes)}")
@@ -133,7 +128,6 @@ def check_outputs(*outputs: tuple[str, str | os.PathLike | None, tuple[str, ...]
     Each path goes through :func:`check_output_path`; a NIfTI output's provenance sidecar (same name, ``.json``)
     is checked too; and no two outputs (sidecars included) may be the same file.
     """
-    from ..errors import InputError
     from ..io.sidecar import sidecar_path
 
     seen: dict[str, str] = {}
@@ -162,7 +156,6 @@ def check_outputs(*outputs: tuple[str, str | os.PathLike | None, tuple[str, ...]
 def write_json(path, payload: dict) -> None:
     """Write a JSON report atomically."""
     import json
-    from pathlib import Path
 
     from .. import __version__
     from ..io.nifti import atomic_path

@@ -168,9 +168,10 @@ class PosedStackOperator:
         self._separable_axes = nearest.tolist()
         self._lattice_dirs = torch.as_tensor(lattice_dirs[:, nearest])  # column a: the lattice axis of stack axis a
         self._stack_dirs = torch.as_tensor(stack_dirs)
-        self.blur_taps = [np.ones(1)] * 3
+        self.blur_taps = [torch.ones(1, dtype=torch.float64)] * 3
         for a, lat in enumerate(nearest):
-            self.blur_taps[lat] = gaussian_taps(float(sigmas_mm[a]), float(self.source.spacing[lat]))
+            taps = gaussian_taps(float(sigmas_mm[a]), float(self.source.spacing[lat]))
+            self.blur_taps[lat] = torch.as_tensor(taps, dtype=torch.float64)
         local = np.zeros((*[self.stack_shape[a] for a in self.inplane], 3))
         for n, a in enumerate(self.inplane):
             shape = [1, 1]
@@ -234,7 +235,7 @@ class PosedStackOperator:
         if self.separable(poses):
             blurred = volume
             for dim, taps in enumerate(self.blur_taps):
-                blurred = _blur(blurred, dim, torch.as_tensor(taps, dtype=volume.dtype, device=volume.device))
+                blurred = _blur(blurred, dim, taps.to(volume.device, volume.dtype))
             coords = self._coords(poses, volume.device, volume.dtype, separable=True)
             out = F.grid_sample(blurred[None, None], coords, mode="bilinear", padding_mode="zeros", align_corners=True)
             return out[0, 0].permute(*np.argsort(order))
