@@ -33,6 +33,9 @@ TEST_MAX_Z_MM = -6.0
 SHIPPED_ARCH = ArchConfig(
     encoder="rescnn", channels=32, feature_dim=32, blocks=2, depth=3, decoder_width=64, decoder_layers=4
 )
+#: Tissue maps the random contrasts are drawn from (CSF: the brain mask less grey and white matter).
+TISSUES = ("gm", "wm", "csf")
+EPOCHS, STEPS = 40, 250
 
 
 def mni_volumes() -> dict[str, Volume]:
@@ -43,15 +46,19 @@ def mni_volumes() -> dict[str, Volume]:
     t1 = datasets.load_mni152_template(resolution=1)
     gm = datasets.load_mni152_gm_template(resolution=1)
     wm = datasets.load_mni152_wm_template(resolution=1)
+    mask = datasets.load_mni152_brain_mask(resolution=1)
     data = np.asarray(t1.get_fdata(), dtype=np.float32)
     nz = np.argwhere(data > 0)
     lo = np.maximum(nz.min(axis=0) - 4, 0)
     hi = np.minimum(nz.max(axis=0) + 5, data.shape)
     out = {}
-    for name, img in (("t1", t1), ("gm", gm), ("wm", wm)):
+    for name, img in (("t1", t1), ("gm", gm), ("wm", wm), ("mask", mask)):
         img = nib.as_closest_canonical(img)
         vol = Volume(np.asarray(img.get_fdata(), dtype=np.float32), img.affine, name=name)
         out[name] = crop(vol, lo, hi - lo)
+    # CSF: what the brain mask holds beyond grey and white matter
+    csf = np.clip(out["mask"].data - out["gm"].data - out["wm"].data, 0, 1)
+    out["csf"] = Volume(csf.astype(np.float32), out["mask"].affine, name="csf")
     return out
 
 
@@ -66,22 +73,27 @@ def slab(vol: Volume, z_min: float | None = None, z_max: float | None = None) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "arssr_train"))
     args = parser.parse_args()
     work = Path(args.work)
     (work / "train").mkdir(parents=True, exist_ok=True)
+    (work / "tissues").mkdir(parents=True, exist_ok=True)
     vols = mni_volumes()
-    for name, vol in vols.items():
-        part = slab(vol, z_min=TRAIN_MIN_Z_MM)
-        save_volume(work / "train" / f"{name}_superior.nii.gz", part.data, part.affine)
+    tissues = []
+    for name in ("t1", *TISSUES):
+        part = slab(vols[name], z_min=TRAIN_MIN_Z_MM)
+        path = work / ("train" if name == "t1" else "tissues") / f"{name}_superior.nii.gz"
+        save_volume(path, part.data, part.affine)
+        if name != "t1":
+            tissues.append(path)
         print(f"{name}: training slab {part.shape}")
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, lr=args.lr, arch=SHIPPED_ARCH)
     t0 = time.perf_counter()
     ckpt = work / "arssr_train.pt"
-    train_model([work / "train"], ckpt, config, device="cpu", resume=ckpt.exists())
+    train_model([work / "train"], ckpt, config, device="cpu", resume=ckpt.exists(), tissues=tissues)
     print(f"trained in {time.perf_counter() - t0:.0f} s")
     target = ROOT / "inrsr" / "weights" / "arssr_default.pt"
     strip_training_state(ckpt, target)

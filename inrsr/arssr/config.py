@@ -36,6 +36,14 @@ class ArchConfig:
 
 
 @dataclass(frozen=True)
+class UpsampleConfig:
+    """Settings of single-volume ``upsample``; the CLI reads its defaults from here."""
+
+    #: End with the data-consistency step (:mod:`inrsr.arssr.consistency`).
+    consistency: bool = True
+
+
+@dataclass(frozen=True)
 class IntensityNorm:
     """The intensity mapping the model expects: the input's robust range mapped to ``[0, 1]`` and back.
 
@@ -80,6 +88,21 @@ class IntensityNorm:
 
 
 @dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the training generator's random draws (:mod:`inrsr.arssr.synth`); the defaults are the shipped
+    model's."""
+
+    max_rotation_deg: float = 15.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    elastic_mm: float = 2.0
+    elastic_spacing_mm: float = 16.0
+    sharpness_range: tuple[float, float] = (1.0, 4.0)
+    texture: float = 0.06
+    bias: float = 0.15
+    thickness_range: tuple[float, float] = (0.75, 1.0)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Training settings; the CLI reads its defaults from here."""
 
@@ -90,7 +113,11 @@ class TrainConfig:
     queries: int = 2048
     lr: float = 5e-4
     lr_final_fraction: float = 0.05
-    noise_max: float = 0.01
+    noise_max: float = 0.03
+    #: Fraction of examples synthesised from tissue maps (when given); the rest come from the volumes.
+    synth_fraction: float = 0.7
+    #: Random deformations, bias fields and slice gaps (:class:`Augmentation`); ``None``: crops as they are.
+    augmentation: Augmentation | None = field(default_factory=Augmentation)
     val_fraction: float = 0.15
     val_patches: int = 20
     seed: int = 0
@@ -104,6 +131,10 @@ class TrainConfig:
             raise InputError(f"patch {self.patch}: must be at least 4 low-res voxels")
         if not self.lr > 0:
             raise InputError(f"lr {self.lr}: must be positive")
+        if not 0 <= self.synth_fraction <= 1:
+            raise InputError(f"synth-fraction {self.synth_fraction}: must be in [0, 1]")
+        if self.noise_max < 0:
+            raise InputError(f"noise {self.noise_max}: must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"val-fraction {self.val_fraction}: must be in [0, 1)")
         self.arch.check()

@@ -21,6 +21,7 @@ from ..geometry import apply_affine
 from ..volume import Volume
 from .config import IntensityNorm
 from .degrade import degrade, lowres_spacing, random_degradation
+from .synth import Augmentation, TissueMaps, bias_field, deformed_coordinates, sample, synthesize
 
 MARGIN_LR = 2  # low-res voxels of context cut away on every side after degrading
 QUERY_MARGIN = 0.5  # queries stay this many low-res voxels inside the patch's outer voxel centres
@@ -89,8 +90,8 @@ class Example:
 
 
 def make_example(
-    hr: Volume,
-    norm: IntensityNorm,
+    hr: Volume | TissueMaps,
+    norm: IntensityNorm | None,
     foreground: np.ndarray,
     rng: np.random.Generator,
     patch: int,
@@ -99,9 +100,15 @@ def make_example(
     axis: int | None = None,
     augment: bool = True,
     noise_max: float = 0.0,
+    synth: Augmentation | None = None,
 ) -> Example:
     """A random example from ``hr`` (see the module docstring) centred on one of ``foreground``'s voxels
-    (:func:`foreground_voxels`); ``scale``/``axis`` fixed when given."""
+    (:func:`foreground_voxels`); ``scale``/``axis`` fixed when given.
+
+    ``hr`` is a high-res volume (normalised by ``norm``) or :class:`~inrsr.arssr.synth.TissueMaps` (a random
+    contrast is synthesised, ``norm`` unused). With ``synth`` (and ``augment``), the crop is randomly deformed, a
+    bias field applied and the slice thickness drawn below the spacing (:mod:`inrsr.arssr.synth`).
+    """
     if scale is None:
         scale, axis = random_degradation(rng)
     spacing = hr.spacing
@@ -109,13 +116,25 @@ def make_example(
     size = np.ceil((patch + 2 * MARGIN_LR) * factors).astype(int) + 1
     centre = foreground[rng.integers(len(foreground))]
     start = centre - size // 2 + rng.integers(-2, 3, size=3)
-    hr_crop = crop(hr, start, size)
-    data = hr_crop.data
+    thickness = 1.0
+    if augment and synth is not None:
+        coords = deformed_coordinates(start, size, spacing, rng, synth)
+        if isinstance(hr, TissueMaps):
+            data = synthesize(np.stack([sample(p, coords) for p in hr.probs]), rng, spacing, synth)
+        else:
+            data = _jittered(sample(hr.data, coords), norm, rng)
+            if synth.bias > 0:
+                data = data * bias_field(data.shape, spacing, rng, synth.bias * rng.uniform(0, 1))
+        thickness = float(rng.uniform(*synth.thickness_range))
+    elif isinstance(hr, TissueMaps):
+        still = Augmentation(max_rotation_deg=0.0, scale_range=(1.0, 1.0), elastic_mm=0.0)
+        coords = deformed_coordinates(start, size, spacing, rng, still)
+        data = synthesize(np.stack([sample(p, coords) for p in hr.probs]), rng, spacing, synth or Augmentation())
+    elif augment:
+        data = _jittered(crop(hr, start, size).data, norm, rng)
+    else:
+        data = norm.forward(crop(hr, start, size).data)
     if augment:
-        low, high = norm.low, norm.high
-        jitter = (high - low) * rng.uniform(-0.05, 0.05, size=2)
-        data = IntensityNorm(low + jitter[0], high + jitter[1]).forward(data)
-        data = np.clip(data, 0, None) ** rng.uniform(0.7, 1.4)
         perm = rng.permutation(3)
         data = np.transpose(data, perm)
         factors, spacing = factors[perm], spacing[perm]
@@ -123,11 +142,9 @@ def make_example(
         for a in range(3):
             if rng.random() < 0.5:
                 data = np.flip(data, a)
-    else:
-        data = norm.forward(data)
     hr_aug = Volume(data=np.ascontiguousarray(data, dtype=np.float32), affine=np.diag([*spacing, 1.0]))
     noise = float(rng.uniform(0, noise_max)) if noise_max > 0 and rng.random() < 0.5 else 0.0
-    lr_full = degrade(hr_aug, scale, axis, noise=noise, seed=int(rng.integers(2**31)))
+    lr_full = degrade(hr_aug, scale, axis, noise=noise, seed=int(rng.integers(2**31)), thickness_ratio=thickness)
     lr_start = (np.asarray(lr_full.shape) - patch) // 2
     lr = crop(lr_full, lr_start, np.full(3, patch))
     # high-res voxel centres in the patch's voxel coordinates; keep those inside the patch
@@ -143,3 +160,11 @@ def make_example(
         target=hr_aug.data.reshape(-1)[pick].astype(np.float32),
         scale=factors.astype(np.float32),
     )
+
+
+def _jittered(data: np.ndarray, norm: IntensityNorm, rng: np.random.Generator) -> np.ndarray:
+    """``norm`` with its range jittered by 5% and a random gamma in [0.7, 1.4]."""
+    low, high = norm.low, norm.high
+    jitter = (high - low) * rng.uniform(-0.05, 0.05, size=2)
+    data = IntensityNorm(low + jitter[0], high + jitter[1]).forward(data)
+    return np.clip(data, 0, None) ** rng.uniform(0.7, 1.4)

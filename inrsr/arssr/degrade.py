@@ -20,17 +20,22 @@ ISO_RANGE = (2.0, 4.0)
 THROUGH_RANGE = (2.0, 5.0)
 
 
-def degrade(hr: Volume, scale: float, axis: int | None = None, noise: float = 0.0, seed: int = 0) -> Volume:
+def degrade(
+    hr: Volume, scale: float, axis: int | None = None, noise: float = 0.0, seed: int = 0, thickness_ratio: float = 1.0
+) -> Volume:
     """``hr`` seen at ``scale`` times its voxel size: isotropically (``axis=None``) or along ``axis`` only.
 
     Isotropic uses ``scale`` times ``hr``'s finest spacing on every axis. ``noise`` is Rician, relative to the
-    99.9th percentile intensity (as in ``simulate``). The result's grid is centred on ``hr``'s field of view.
+    99.9th percentile intensity (as in ``simulate``). ``thickness_ratio`` is the slice thickness over the slice
+    spacing (below 1: a gap between slices). The result's grid is centred on ``hr``'s field of view.
     """
     if axis is None:
         step = float(scale * hr.spacing.min())
-        return simulate_stack(hr, 2, thickness_mm=step, spacing_mm=step, inplane_mm=step, noise=noise, seed=seed)
+        return simulate_stack(
+            hr, 2, thickness_mm=step * thickness_ratio, spacing_mm=step, inplane_mm=step, noise=noise, seed=seed
+        )
     step = float(scale * hr.spacing[axis])
-    return simulate_stack(hr, axis, thickness_mm=step, spacing_mm=step, noise=noise, seed=seed)
+    return simulate_stack(hr, axis, thickness_mm=step * thickness_ratio, spacing_mm=step, noise=noise, seed=seed)
 
 
 def lowres_spacing(spacing_mm: np.ndarray, scale: float, axis: int | None) -> np.ndarray:

@@ -20,11 +20,14 @@ from ..devices import ensure_memory
 from ..geometry import Grid, apply_affine
 from ..progress import Progress
 from ..volume import Volume
+from .consistency import ConsistencyResult, enforce_consistency
 from .model import ArSSR, IntensityNorm
 
 #: Input voxels per tile edge (before the halo) and queries decoded at once.
 LR_TILE = 64
 QUERY_CHUNK = 1 << 17
+#: Negative intensities below this fraction of the robust maximum mean the input is not a magnitude image.
+NEGATIVE_TOLERANCE = 0.05
 
 
 def output_scale(volume: Volume, grid: Grid) -> np.ndarray:
@@ -97,6 +100,46 @@ def _block(model, lr, norm, out, out_to_src, lo, hi, halo, src_shape, scale, dev
     flat = np.zeros(len(inside), dtype=np.float32)
     flat[inside] = norm.inverse(values.float().cpu().numpy())
     out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = flat.reshape(tuple(hi - lo))
+
+
+def check_input(volume: Volume, grid: Grid) -> None:
+    """Refuse, with one line, inputs the model cannot use: a constant volume, a volume with real negative values
+    (the model expects magnitude images), or an output grid that would change nothing."""
+    from ..errors import InputError
+
+    data = volume.data
+    if not np.isfinite(data).all():
+        raise InputError(f"{volume.name}: holds NaN or infinite values")
+    top = float(np.percentile(np.abs(data), 99.5))
+    if float(data.max()) == float(data.min()) or top == 0:
+        raise InputError(
+            f"{volume.name}: all voxels have the same intensity ({float(data.flat[0]):g}); nothing to upsample"
+        )
+    if float(data.min()) < -NEGATIVE_TOLERANCE * top:
+        raise InputError(
+            f"{volume.name}: has negative intensities down to {float(data.min()):.4g} (robust maximum {top:.4g}); "
+            "the model expects a magnitude image"
+        )
+    if grid.shape == volume.shape and np.allclose(grid.affine, volume.affine, atol=1e-4):
+        raise InputError(f"{volume.name}: the output grid is the input's own (scale 1); nothing would change")
+    ensure_memory(grid.n_voxels * 4 * 12 + volume.data.size * 8, f"super-resolving onto a {grid.shape} grid")
+
+
+def super_resolve(
+    model: ArSSR,
+    volume: Volume,
+    grid: Grid,
+    device: torch.device | str = "cpu",
+    consistency: bool = True,
+    quiet: bool = True,
+) -> tuple[np.ndarray, IntensityNorm, ConsistencyResult | None]:
+    """:func:`upsample_volume`, then (``consistency``) the data-consistency step of :mod:`.consistency` through
+    the input's slice PSF (its sidecar's slice thickness when known)."""
+    image, norm = upsample_volume(model, volume, grid, device=device, quiet=quiet)
+    if not consistency:
+        return image, norm, None
+    result = enforce_consistency(image, grid, volume, norm.high, thickness_mm=volume.meta.get("thickness_mm"))
+    return result.image, norm, result
 
 
 def parse_scale(text: str) -> np.ndarray:

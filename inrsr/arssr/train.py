@@ -32,6 +32,7 @@ from ..progress import Progress
 from .config import IntensityNorm, TrainConfig
 from .data import Example, find_volumes, foreground_voxels, make_example, split_volume
 from .model import CHECKPOINT_KIND, ArSSR, model_from_payload, sample_trilinear
+from .synth import load_tissue_maps
 
 #: Validation degradations: (scale, through-plane axis or None for isotropic).
 VAL_CASES = ((2.0, None), (3.2, None), (4.0, 0), (4.0, 1), (4.0, 2))
@@ -101,13 +102,16 @@ def strip_training_state(source: str | os.PathLike, target: str | os.PathLike) -
 
 
 def validation_set(volumes: list[tuple], patches: int, cfg: TrainConfig) -> list[Example]:
-    """Fixed examples (seeded, no augmentation) from the validation parts, cycling through :data:`VAL_CASES`."""
+    """Fixed examples (seeded, no augmentation) from the validation parts, cycling through :data:`VAL_CASES`;
+    tissue maps' examples get seeded random contrasts."""
     rng = np.random.default_rng(cfg.seed + 12345)
     out = []
     for i in range(patches):
         vol, norm, fg = volumes[i % len(volumes)]
         scale, axis = VAL_CASES[i % len(VAL_CASES)]
-        out.append(make_example(vol, norm, fg, rng, cfg.patch, cfg.queries, scale, axis, augment=False))
+        out.append(
+            make_example(vol, norm, fg, rng, cfg.patch, cfg.queries, scale, axis, augment=False, synth=cfg.augmentation)
+        )
     return out
 
 
@@ -136,13 +140,17 @@ def train_model(
     resume: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] = print,
+    tissues: list[str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Train (or, with ``resume``, continue training) an encoder-decoder on ``inputs``; write it to ``output``.
 
-    ``inputs``: high-res NIfTI files or folders of them. Each volume's last ``val_fraction`` along its third voxel
-    axis is held out for the per-epoch validation PSNR. Returns the training history.
+    ``inputs``: high-res NIfTI files or folders of them. ``tissues``: tissue probability maps or a segmentation
+    (:func:`~inrsr.arssr.synth.load_tissue_maps`); a fraction ``config.synth_fraction`` of the examples then get
+    random contrasts synthesised from them. Each volume's (and the maps') last ``val_fraction`` along the third
+    voxel axis is held out for the per-epoch validation PSNR. Returns the training history.
     """
     config.check()
+    maps = load_tissue_maps(tissues) if tissues else None
     dist_info, dev = _init_distributed(device)
     quiet = quiet or not dist_info.main
     files = find_volumes(list(inputs))
@@ -170,6 +178,12 @@ def train_model(
         train_vols.append((tr, norm, foreground_voxels(tr)))
         if va is not None:
             val_vols.append((va, norm, foreground_voxels(va)))
+    synth_sources = []
+    if maps is not None:
+        tr_maps, va_maps = maps.split(config.val_fraction)
+        synth_sources.append((tr_maps, None, tr_maps.foreground()))
+        if va_maps is not None:
+            val_vols.append((va_maps, None, va_maps.foreground()))
     val_set = validation_set(val_vols, config.val_patches, config) if val_vols and dist_info.main else []
 
     model = model.to(dev)
@@ -190,7 +204,8 @@ def train_model(
     if dist_info.main and not quiet:
         log(
             f"training {arch.encoder} encoder-decoder ({sum(p.numel() for p in model.parameters())} parameters) "
-            f"on {len(files)} volume(s), {dist_info.world} process(es) on {dev}, epochs {start_epoch + 1}.."
+            f"on {len(files)} volume(s){'' if maps is None else f' and {len(maps.probs)} tissue map(s)'}, "
+            f"{dist_info.world} process(es) on {dev}, epochs {start_epoch + 1}.."
             f"{config.epochs}"
         )
     t0 = time.perf_counter()
@@ -203,9 +218,19 @@ def train_model(
                     group["lr"] = _lr_at(config, it, total_steps)
                 examples = []
                 for _ in range(config.batch_size):
-                    vol, norm, fg = train_vols[int(rng.integers(len(train_vols)))]
+                    pool = synth_sources if synth_sources and rng.random() < config.synth_fraction else train_vols
+                    vol, norm, fg = pool[int(rng.integers(len(pool)))]
                     examples.append(
-                        make_example(vol, norm, fg, rng, config.patch, config.queries, noise_max=config.noise_max)
+                        make_example(
+                            vol,
+                            norm,
+                            fg,
+                            rng,
+                            config.patch,
+                            config.queries,
+                            noise_max=config.noise_max,
+                            synth=config.augmentation,
+                        )
                     )
                 lr, coords, target, scale = _batch(examples, dev)
                 loss = F.l1_loss(net(lr, coords, scale), target)
@@ -220,7 +245,7 @@ def train_model(
                     record["val_psnr_db"], record["val_psnr_trilinear_db"] = evaluate(model, val_set, dev)
                 record["elapsed_s"] = time.perf_counter() - t0
                 history.append(record)
-                _save(output, model, optimizer, config, epoch + 1, history, files)
+                _save(output, model, optimizer, config, epoch + 1, history, files + list(tissues or []))
                 if not quiet:
                     log("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             if dist_info.world > 1:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..arssr.config import ArchConfig, TrainConfig
+from ..arssr.config import ArchConfig, Augmentation, TrainConfig
 from .common import DeviceOpt, QuietOpt, ReportOpt, SeedOpt, handle_errors
 
 _T = TrainConfig()
@@ -25,6 +25,21 @@ def train_command(
     queries: Annotated[int, typer.Option(help="High-res query points per patch.")] = _T.queries,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine decay to 5%).")] = _T.lr,
     noise: Annotated[float, typer.Option(help="Max Rician noise (of the 99.9th pct) added to inputs.")] = _T.noise_max,
+    tissue: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tissue",
+            help="Tissue probability map (repeat: one per tissue, e.g. GM, WM, CSF) or one integer segmentation: "
+            "examples then get random contrasts synthesised from the maps (SynthSR-style, see docs/model_card.md).",
+        ),
+    ] = None,
+    synth_fraction: Annotated[
+        float, typer.Option(help="With --tissue: fraction of examples synthesised from the maps.")
+    ] = _T.synth_fraction,
+    augment: Annotated[
+        bool,
+        typer.Option(help="Random deformations, bias fields and slice gaps (the generator of docs/model_card.md)."),
+    ] = True,
     val_fraction: Annotated[
         float, typer.Option(help="Fraction of each volume (last slices along its 3rd axis) held out for validation.")
     ] = _T.val_fraction,
@@ -49,6 +64,8 @@ def train_command(
 
     Random patches of the high-res volumes are degraded with the same slice PSF as `inrsr simulate`, at random
     scales (isotropic x2-x4 and through-plane only x2-x5), and the model learns to restore them (L1 loss, Adam).
+    Each patch is randomly deformed, given a bias field, a slice gap and noise; with --tissue most patches get a
+    random contrast drawn from tissue maps, so the model does not learn one scanner's contrast.
     A validation PSNR is printed after every epoch, when OUTPUT is also (atomically) written. Several GPUs (or
     CPU processes): start it with torchrun. Use the result with `inrsr upsample LR.nii.gz --model OUTPUT`.
 
@@ -57,6 +74,8 @@ def train_command(
       inrsr train hr_volumes/ -o model.pt --epochs 50
 
       inrsr train hr_volumes/ -o model.pt --epochs 80 --resume
+
+      inrsr train t1.nii.gz -o model.pt --tissue gm.nii.gz --tissue wm.nii.gz --tissue csf.nii.gz
 
       torchrun --nproc_per_node 4 -m inrsr train hr_volumes/ -o model.pt --device cuda
     """
@@ -70,6 +89,9 @@ def train_command(
         raise InputError(f"{output}: exists; pass --resume to continue training it, or choose another path")
     if noise < 0:
         raise InputError(f"noise {noise}: must be >= 0")
+    for t in tissue or []:
+        if not t.is_file():
+            raise InputError(f"{t}: no such tissue map")
     config = TrainConfig(
         epochs=epochs,
         steps_per_epoch=steps,
@@ -78,6 +100,8 @@ def train_command(
         queries=queries,
         lr=lr,
         noise_max=noise,
+        synth_fraction=synth_fraction,
+        augmentation=Augmentation() if augment else None,
         val_fraction=val_fraction,
         seed=seed,
         arch=ArchConfig(
@@ -93,7 +117,15 @@ def train_command(
     from ..arssr.train import train_model
 
     t0 = time.perf_counter()
-    result = train_model([str(p) for p in inputs], output, config, device=device, resume=resume, quiet=quiet)
+    result = train_model(
+        [str(p) for p in inputs],
+        output,
+        config,
+        device=device,
+        resume=resume,
+        quiet=quiet,
+        tissues=[str(t) for t in tissue or []],
+    )
     if result["rank"] != 0:
         return
     if report is not None:

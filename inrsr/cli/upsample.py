@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..arssr.config import UpsampleConfig
 from .common import DeviceOpt, QcOpt, QuietOpt, ReportOpt, handle_errors
+
+_U = UpsampleConfig()
 
 
 @handle_errors
@@ -36,6 +39,14 @@ def upsample_command(
             "weights shipped with inrsr, see docs/model_card.md).",
         ),
     ] = None,
+    consistency: Annotated[
+        bool,
+        typer.Option(
+            help="For a NIfTI SOURCE: end with a few iterations that make the output agree with the input through "
+            "the slice PSF (stopping at the input's noise level); the report gives the data residual before and "
+            "after."
+        ),
+    ] = _U.consistency,
     report: ReportOpt = None,
     qc: QcOpt = None,
     device: DeviceOpt = "auto",
@@ -79,7 +90,7 @@ def upsample_command(
             raise InputError("--model applies to a NIfTI SOURCE; a fitted model SOURCE is rendered as is")
         _render_fitted(source, output, spacing, like, scale, report, qc, device, quiet)
     else:
-        _super_resolve(source, output, spacing, like, scale, model, report, qc, device, quiet)
+        _super_resolve(source, output, spacing, like, scale, model, consistency, report, qc, device, quiet)
 
 
 def _render_fitted(source, output, spacing, like, scale, report, qc, device, quiet) -> None:
@@ -140,12 +151,12 @@ def _render_fitted(source, output, spacing, like, scale, report, qc, device, qui
         print(f"wrote {output}: shape {grid.shape}, spacing {tuple(round(float(s), 4) for s in grid.spacing)} mm")
 
 
-def _super_resolve(source, output, spacing, like, scale, model, report, qc, device, quiet) -> None:
+def _super_resolve(source, output, spacing, like, scale, model, consistency, report, qc, device, quiet) -> None:
     import time
 
     import numpy as np
 
-    from ..arssr.infer import load_model, output_scale, target_grid, upsample_volume
+    from ..arssr.infer import check_input, load_model, output_scale, super_resolve, target_grid
     from ..devices import resolve_device
     from ..io.nifti import load_volume, save_volume
     from ..io.sidecar import write_provenance
@@ -153,11 +164,13 @@ def _super_resolve(source, output, spacing, like, scale, model, report, qc, devi
 
     volume = load_volume(source)
     grid = target_grid(volume, scale=scale, spacing=spacing, like=load_volume(like).grid if like else None)
+    check_input(volume, grid)
     net, model_name = load_model(model)
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    image, norm = upsample_volume(net, volume, grid, device=dev, quiet=quiet)
+    image, norm, dc = super_resolve(net, volume, grid, device=dev, consistency=consistency, quiet=quiet)
     elapsed = time.perf_counter() - t0
+    dc_report = dc.report() if dc is not None else {"enabled": False}
     save_volume(output, image, grid.affine)
     settings = {
         "mode": "encoder-decoder",
@@ -167,6 +180,7 @@ def _super_resolve(source, output, spacing, like, scale, model, report, qc, devi
         "spacing_mm": grid.spacing.tolist(),
         "shape": list(grid.shape),
         "intensity_normalisation": {"low": norm.low, "high": norm.high},
+        "data_consistency": consistency,
     }
     write_provenance(output, [source], settings, "a low-res volume super-resolved by an encoder-decoder")
     if qc is not None:
@@ -174,6 +188,11 @@ def _super_resolve(source, output, spacing, like, scale, model, report, qc, devi
         caption = (
             f"{source} ({_mm(volume.grid)}) -> {output}: shape {tuple(grid.shape)}, voxels {_mm(grid)}\n"
             f"scale {scale_text}; model {model_name}; {elapsed:.1f} s on {dev}"
+            + (
+                ""
+                if dc is None
+                else f"; data residual {100 * dc.residual_before:.2f}% -> {100 * dc.residual_after:.2f}%"
+            )
         )
         _write_qc(qc, [_input_row(volume, grid)], image, grid, f"inrsr upsample: {output}", caption)
     if report is not None:
@@ -192,6 +211,7 @@ def _super_resolve(source, output, spacing, like, scale, model, report, qc, devi
                 "affine": np.asarray(grid.affine).tolist(),
                 "scale": output_scale(volume, grid).tolist(),
                 "intensity_normalisation": {"low": norm.low, "high": norm.high} | net.metadata()["intensity"],
+                "data_consistency": dc_report,
                 "device": str(dev),
                 "inference_s": elapsed,
             },

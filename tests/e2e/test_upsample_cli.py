@@ -60,6 +60,20 @@ def test_upsample_nifti_scale(tmp_path, lr_file, scale, shape, spacing):
     assert rep["mode"] == "encoder-decoder" and rep["model"].endswith("arssr_default.pt")
     assert rep["intensity_normalisation"]["high_percentile"] == 99.5
     assert rep["shape"] == list(shape) and rep["inference_s"] > 0
+    dc = rep["data_consistency"]
+    assert dc["relative_residual_after"] <= dc["relative_residual_before"] + 1e-9, dc
+
+
+def test_upsample_without_consistency(tmp_path, lr_file):
+    outs = {}
+    for flag in ("--consistency", "--no-consistency"):
+        out, report = tmp_path / f"sr{flag}.nii.gz", tmp_path / f"r{flag}.json"
+        run_cli("upsample", str(lr_file), "-o", str(out), "--scale", "1,1,4", "--report", str(report), "-q", flag)
+        outs[flag] = (np.asarray(nib.load(str(out)).dataobj), json.loads(report.read_text())["data_consistency"])
+    assert outs["--no-consistency"][1] == {"enabled": False}
+    on = outs["--consistency"][1]
+    assert on["iterations"] >= 1 and on["relative_residual_after"] < on["relative_residual_before"]
+    assert not np.allclose(outs["--consistency"][0], outs["--no-consistency"][0])
 
 
 def test_upsample_nifti_like(tmp_path, lr_file):
@@ -86,6 +100,9 @@ def _not_inrsr_checkpoint(d: Path) -> Path:
         ("scale0", "positive factors"),
         ("huge", "memory"),
         ("other", "not an inrsr checkpoint"),
+        ("constant", "same intensity"),
+        ("negative", "magnitude image"),
+        ("scale1", "nothing would change"),
     ],
 )
 def test_upsample_bad_input(tmp_path, lr_file, case, message):
@@ -97,6 +114,12 @@ def test_upsample_bad_input(tmp_path, lr_file, case, message):
         args = ["--scale", "0"]
     elif case == "huge":
         args = ["--scale", "5000"]
+    elif case in ("constant", "negative"):
+        src = str(tmp_path / f"{case}.nii.gz")
+        data = np.full((10, 10, 6), 7.0, np.float32) if case == "constant" else phantom((10, 10, 6)).data - 0.5
+        save_volume(src, data, np.diag([2.0, 2.0, 4.0, 1.0]))
+    elif case == "scale1":
+        args = ["--scale", "1"]
     else:
         args += ["--model", str(_not_inrsr_checkpoint(tmp_path))]
     before = set(tmp_path.iterdir())
@@ -127,6 +150,27 @@ def test_train_resume_and_use(tmp_path):
     assert nib.load(str(out)).shape == (48, 48, 48)
     fitted = run_cli("upsample", str(model), "-o", str(out), "--scale", "2", check=False)
     assert fitted.returncode == 2 and "--model" in fitted.stderr
+
+
+def test_train_with_tissue_maps(tmp_path):
+    """`--tissue`: random contrasts from probability maps; the maps are recorded in the checkpoint."""
+    hr = phantom((32, 32, 32))
+    save_volume(tmp_path / "t1.nii.gz", hr.data, hr.affine)
+    levels = sorted(set(np.unique(hr.data)) - {0.0})
+    for k, (lo, hi) in enumerate([(0.0, 0.5), (0.5, 2.0)]):
+        band = ((hr.data > lo) & (hr.data <= hi)).astype(np.float32)
+        save_volume(tmp_path / f"p{k}.nii.gz", band, hr.affine)
+    assert len(levels) > 2
+    model, report = tmp_path / "model.pt", tmp_path / "train.json"
+    tissue = ["--tissue", str(tmp_path / "p0.nii.gz"), "--tissue", str(tmp_path / "p1.nii.gz")]
+    run_cli("train", str(tmp_path / "t1.nii.gz"), *tissue, "-o", str(model), "--steps", "2", "--epochs", "1",
+            "--device", "cpu", "--report", str(report), "-q", *TINY)  # fmt: skip
+    meta = torch.load(model, weights_only=True)["metadata"]["training"]
+    assert meta["files"] == ["t1.nii.gz", "p0.nii.gz", "p1.nii.gz"]
+    assert meta["config"]["synth_fraction"] == 0.7 and meta["config"]["augmentation"]["elastic_mm"] > 0
+    bad = run_cli("train", str(tmp_path / "t1.nii.gz"), "--tissue", str(tmp_path / "missing.nii.gz"),
+                  "-o", str(tmp_path / "m2.pt"), check=False)  # fmt: skip
+    assert bad.returncode == 2 and "missing.nii.gz" in bad.stderr and not (tmp_path / "m2.pt").exists()
 
 
 @pytest.mark.skipif(
