@@ -1,19 +1,21 @@
 """Benchmark of ``inrsr recon`` against classic reconstructions on a realistic synthetic cardiac cine.
 
-The cine: ``mrphantom`` (bSSFP contrast at 1.5 T) with its cardiac motion amplitude raised above the default,
-drawn on a 2x finer grid than the reconstruction together with its coil maps and smooth phase, then cut down
-in k-space (no method gets its own forward model back), with complex Gaussian noise. 10 coils, 18 frames,
-readout 192 x phase encode 160. Undersampled with the CMRxRecon rule (24 ACS lines + every R-th line) at
-R = 4, 8, 10. Scored with the CMRxRecon 2023 normalisation on the challenge crop (first 3 frames) and on the
-full field of view; the reference is the root-sum-of-squares image of the noisy fully sampled k-space.
+The cines: ``mrphantom`` (bSSFP contrast at 1.5 T, piecewise constant) with its cardiac motion amplitude raised
+above the default, and a textured one (dipy's real T1w coronal slice warped by a periodic smooth non-rigid
+deformation), each drawn on a 2x finer grid than the reconstruction together with its coil maps and smooth phase,
+then cut down in k-space (no method gets its own forward model back), with complex Gaussian noise. 10 coils,
+18 frames, readout 192 x phase encode 160. Undersampled with the CMRxRecon 2023 rule (24 ACS lines + every R-th
+line) at R = 4, 8, 10, and with CMRxRecon 2024's ktUniform pattern at 8, 16 and 24. Scored with the CMRxRecon
+2023 normalisation on the challenge crop (first 3 frames) and on the full field of view; the reference is the
+root-sum-of-squares image of the noisy fully sampled k-space.
 
 Methods, all measured in the same run on the same data: zero-filled RSS; per-frame sigpy SENSE, total
 variation and L1-wavelet (ESPIRiT maps from sigpy); BART ``pics`` with temporal TV, and with temporal TV +
 spatial wavelets (BART's own ESPIRiT maps); inrsr. Regularisation weights were chosen once on a separate case
 (another phantom draw, R = 8; ``--tune`` re-runs that search) and are fixed here.
 
-Needs the benchmark extras: ``pip install sigpy mrphantom`` and the ``bart`` command (Debian package
-``bart``).
+Needs the benchmark extras: ``pip install -e ".[bench]"`` (sigpy, mrphantom, dipy) and the ``bart`` command
+(Debian package ``bart``).
 
     python benchmarks/recon.py            # the table, benchmarks/results/recon.json, docs/benchmarks.md
     python benchmarks/recon.py --tune     # the weight search on the tuning case
@@ -47,6 +49,7 @@ NX, NY, NT, NC = 192, 160, 18, 10
 ACCELS = (4, 8, 10)
 NOISE = 0.004  # noise std relative to the largest coil-image magnitude
 CARDIAC_GAIN = 3.0  # x mrphantom's default cardiac motion amplitude
+TEXTURE_MOTION_PX = 6.0  # peak displacement of the textured cine's deformation, in pixels of a 384-pixel grid
 
 # Chosen once with --tune on the tuning case (seed 1, R = 8), then fixed.
 WEIGHTS = {
@@ -59,16 +62,22 @@ WEIGHTS = {
 INR = {}  # inrsr runs with its defaults (ReconConfig)
 
 
-def make_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fully sampled noisy k-space ``(t, C, kx, ky)`` and the reference RSS image ``(t, x, y)``."""
+def make_case(seed: int, kind: str = "phantom") -> tuple[np.ndarray, np.ndarray]:
+    """Fully sampled noisy k-space ``(t, C, kx, ky)`` and the reference RSS image ``(t, x, y)``.
+
+    ``kind``: ``"phantom"`` (mrphantom's piecewise-constant cine) or ``"textured"`` (:func:`textured_frames`);
+    both on the 2x finer grid, with the same kind of smooth phase, coil maps, noise and k-space truncation."""
     import mrphantom as mp
 
     np.random.seed(seed)
     mp.initSS_bSSFP(1.5)
     fx, fy = 2 * NX, 2 * NY
-    amp = CARDIAC_GAIN * mp.genCarAmp(1.0, 1.0 / NT, 1.0)
     phase = mp.genPhMap((fx, fy), std=np.pi / 8)
-    frames = np.stack([mp.Enum2SS(mp.genPhant((fx, fy), 0, float(a))) * phase for a in amp])
+    if kind == "textured":
+        frames = textured_frames(fx, fy, np.random.default_rng(seed + 200)) * phase
+    else:
+        amp = CARDIAC_GAIN * mp.genCarAmp(1.0, 1.0 / NT, 1.0)
+        frames = np.stack([mp.Enum2SS(mp.genPhant((fx, fy), 0, float(a))) * phase for a in amp])
     maps = mp.genCsm((fx, fy), NC)
     coil = torch.from_numpy((frames[:, None] * maps[None]).astype(np.complex64))
     k = fft2c(coil)[:, :, fx // 2 - NX // 2 : fx // 2 + NX // 2, fy // 2 - NY // 2 : fy // 2 + NY // 2]
@@ -80,8 +89,38 @@ def make_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return k, zero_filled(torch.from_numpy(k)).numpy()
 
 
-def undersample(k: np.ndarray, accel: int) -> tuple[np.ndarray, np.ndarray]:
-    mask = M.lines_to_mask(M.challenge_lines(NY, accel, 24), NX, NT)
+def textured_frames(fx: int, fy: int, rng: np.random.Generator) -> np.ndarray:
+    """Real anatomy with texture, moving: dipy's T1w coronal slice (256 x 256) on the fine grid, warped in every
+    frame by a periodic smooth non-rigid deformation (a contraction towards a point that beats once per cycle,
+    plus a smooth random field with a phase of its own), ``(NT, fx, fy)`` real, peak 1."""
+    from dipy.data import get_fnames
+    from scipy import ndimage
+
+    image = np.load(get_fnames(name="t1_coronal_slice")).astype(np.float64)
+    image = ndimage.zoom(image, 1.5 * max(fx, fy) / image.shape[0], order=3)  # the brain fills the field of view
+    x0, y0 = (image.shape[0] - fx) // 2, (image.shape[1] - fy) // 2
+    image = np.clip(image[x0 : x0 + fx, y0 : y0 + fy], 0, None)
+    gx, gy = np.meshgrid(np.arange(fx, dtype=np.float64), np.arange(fy, dtype=np.float64), indexing="ij")
+    cx, cy = fx * rng.uniform(0.4, 0.6), fy * rng.uniform(0.4, 0.6)
+    r2 = ((gx - cx) ** 2 + (gy - cy) ** 2) / (0.2 * min(fx, fy)) ** 2
+    pull = np.exp(-r2 / 2)  # contraction strongest at the centre, fading over ~20% of the field of view
+    smooth = [ndimage.gaussian_filter(rng.standard_normal((fx, fy)), 0.08 * min(fx, fy)) for _ in range(2)]
+    smooth = [f / np.abs(f).max() for f in smooth]
+    amplitude = TEXTURE_MOTION_PX * min(fx, fy) / 384
+    frames = []
+    for t in range(NT):
+        beat = 0.5 * (1 - np.cos(2 * np.pi * t / NT))  # 0 at end-diastole, 1 at end-systole
+        drift = np.sin(2 * np.pi * t / NT + 1.0)
+        dx = amplitude * (beat * pull * (gx - cx) / max(fx, fy) * 4 + 0.3 * drift * smooth[0])
+        dy = amplitude * (beat * pull * (gy - cy) / max(fx, fy) * 4 + 0.3 * drift * smooth[1])
+        frames.append(ndimage.map_coordinates(image, [gx + dx, gy + dy], order=3, mode="nearest"))
+    out = np.clip(np.stack(frames), 0, None)
+    return out / out.max()
+
+
+def undersample(k: np.ndarray, accel: int, pattern: str = "uniform") -> tuple[np.ndarray, np.ndarray]:
+    """CMRxRecon 2023's rule (``uniform``) or a 2024 k-t pattern, 24 ACS lines."""
+    mask = M.pattern_mask(pattern, NX, NY, NT, accel, 24)
     return np.where(mask[:, None], k, 0).astype(np.complex64), mask
 
 
@@ -161,8 +200,11 @@ def scores(gt: np.ndarray, pred: np.ndarray) -> dict:
 
 
 # inrsr with its defaults, and two of its options (run at VARIANT_ACCELS only).
-INRSR_VARIANTS = {"inrsr": {}, "inrsr_joint": {"coils": "joint"}, "inrsr_fourier": {"encoding": "fourier"}}
+INRSR_VARIANTS = {"inrsr": {}, "inrsr_joint": {"coils": "joint"}}
 VARIANT_ACCELS = (8,)
+CASES = ("phantom", "textured")
+KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24")
+KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "inrsr")
 METHODS = ("zerofill", "sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", *INRSR_VARIANTS)
 LABELS = {
     "zerofill": "zero-filled RSS",
@@ -173,7 +215,6 @@ LABELS = {
     "bart_ttv_wav": "BART pics temporal TV + wavelets",
     "inrsr": "inrsr (hash-grid INR, ESPIRiT)",
     "inrsr_joint": "inrsr --coils joint",
-    "inrsr_fourier": "inrsr --encoding fourier",
 }
 
 
@@ -213,6 +254,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tune", action="store_true", help="search the regularisation weights on the tuning case")
     parser.add_argument("--accels", default=",".join(map(str, ACCELS)))
+    parser.add_argument("--cases", default=",".join(CASES), help="phantom, textured")
+    parser.add_argument("--kt", default=",".join(KT_ROWS), help="k-t rows PATTERN:R (all cases)")
+    parser.add_argument("--kt-methods", default=",".join(KT_METHODS))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--render", action="store_true", help="only re-render the table from the saved JSON")
@@ -227,37 +271,45 @@ def main() -> None:
     if args.tune:
         tune(methods)
         return
-    accels = [int(a) for a in args.accels.split(",")]
-    k, gt = make_case(seed=0)
+    accels = [int(a) for a in args.accels.split(",") if a]
+    kt_rows = [(r.split(":")[0], int(r.split(":")[1])) for r in args.kt.split(",") if r]
+    kt_methods = [m for m in args.kt_methods.split(",") if available(m)]
     results: dict = {
-        "case": {"nx": NX, "ny": NY, "nt": NT, "nc": NC, "noise": NOISE, "cardiac_gain": CARDIAC_GAIN},
+        "case": {"nx": NX, "ny": NY, "nt": NT, "nc": NC, "noise": NOISE, "cardiac_gain": CARDIAC_GAIN,
+                 "texture_motion_px": TEXTURE_MOTION_PX},  # fmt: skip
         "threads": torch.get_num_threads(),
         "weights": {k: WEIGHTS[k] for k in WEIGHTS},
         "runs": [],
     }
-    for accel in accels:
-        kus, mask = undersample(k, accel)
-        for name in methods:
-            if name in INRSR_VARIANTS and name != "inrsr" and accel not in VARIANT_ACCELS:
-                continue
-            start, cpu0 = time.perf_counter(), _cpu()
-            pred = run_method(name, kus, mask)
-            seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
-            s = scores(gt, pred)
-            row = {
-                "accel": accel,
-                "effective_accel": M.effective_accel(mask),
-                "method": name,
-                "seconds": seconds,
-                "cpu_seconds": cpu,
-                **s,
-            }
-            results["runs"].append(row)
-            print(
-                f"R={accel:2d} {name:14s} crop PSNR {s['crop']['psnr']:6.2f} SSIM {s['crop']['ssim']:.4f} | "
-                f"full PSNR {s['full']['psnr']:6.2f} | {seconds:7.1f} s wall, {cpu:7.1f} s CPU",
-                flush=True,
-            )
+    for case in args.cases.split(","):
+        k, gt = make_case(seed=0, kind=case)
+        plan = [("uniform", a, methods) for a in accels] + [(p, a, kt_methods) for p, a in kt_rows]
+        for pattern, accel, names in plan:
+            kus, mask = undersample(k, accel, pattern)
+            for name in names:
+                if name in INRSR_VARIANTS and name != "inrsr" and (accel not in VARIANT_ACCELS or pattern != "uniform"):
+                    continue
+                start, cpu0 = time.perf_counter(), _cpu()
+                pred = run_method(name, kus, mask)
+                seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
+                s = scores(gt, pred)
+                row = {
+                    "case": case,
+                    "pattern": pattern,
+                    "accel": accel,
+                    "effective_accel": M.effective_accel(mask),
+                    "method": name,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu,
+                    **s,
+                }
+                results["runs"].append(row)
+                print(
+                    f"{case:9s} {pattern:10s} R={accel:2d} {name:14s} crop PSNR {s['crop']['psnr']:6.2f} "
+                    f"SSIM {s['crop']['ssim']:.4f} | full PSNR {s['full']['psnr']:6.2f} | {seconds:7.1f} s wall, "
+                    f"{cpu:7.1f} s CPU",
+                    flush=True,
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     table = render_table(results)
@@ -277,14 +329,22 @@ def _cpu() -> float:
 
 def render_table(results: dict) -> str:
     lines = [
-        "| R (effective) | method | crop PSNR (dB) | crop SSIM | full PSNR (dB) | full SSIM | wall (s) | CPU (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cine | mask | R (effective) | method | crop PSNR (dB) | crop SSIM | full PSNR (dB) | full SSIM | wall (s) "
+        "| CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {m: i for i, m in enumerate(METHODS)}
-    for r in sorted(results["runs"], key=lambda r: (r["accel"], order[r["method"]])):
+    cases = {c: i for i, c in enumerate(CASES)}
+
+    def key(r: dict) -> tuple:
+        return (cases.get(r.get("case", "phantom"), 9), r.get("pattern", "uniform") != "uniform",
+                r.get("pattern", "uniform"), r["accel"], order[r["method"]])  # fmt: skip
+
+    for r in sorted(results["runs"], key=key):
         c, f = r["crop"], r["full"]
         lines.append(
-            f"| {r['accel']} ({r['effective_accel']:.1f}x) | {LABELS[r['method']]} | {c['psnr']:.2f} | "
+            f"| {r.get('case', 'phantom')} | {r.get('pattern', 'uniform')} | "
+            f"{r['accel']} ({r['effective_accel']:.1f}x) | {LABELS[r['method']]} | {c['psnr']:.2f} | "
             f"{c['ssim']:.4f} | {f['psnr']:.2f} | {f['ssim']:.4f} | {r['seconds']:.1f} | "
             f"{r['cpu_seconds']:.1f} |"
         )
@@ -295,23 +355,29 @@ def render_table(results: dict) -> str:
 def summary_lines(results: dict) -> list[str]:
     """Per R, inrsr against the best per-frame method and BART temporal TV measured in the same run."""
     out = []
-    for accel in sorted({r["accel"] for r in results["runs"]}):
-        runs = {r["method"]: r for r in results["runs"] if r["accel"] == accel}
+    groups = sorted({(r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]) for r in results["runs"]})
+    for case, pattern, accel in groups:
+        runs = {
+            r["method"]: r
+            for r in results["runs"]
+            if (r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]) == (case, pattern, accel)
+        }
         if "inrsr" not in runs:
             continue
         ours = runs["inrsr"]
-        parts = [f"R = {accel}: inrsr {ours['crop']['psnr']:.2f} dB in {ours['seconds']:.0f} s"]
+        parts = [f"{case}, {pattern} R = {accel}: inrsr {ours['crop']['psnr']:.2f} dB in {ours['seconds']:.0f} s"]
         per_frame = [runs[m] for m in ("sense", "tv", "l1wav") if m in runs]
         if per_frame:
             best = max(per_frame, key=lambda r: r["crop"]["psnr"])
             gain = ours["crop"]["psnr"] - best["crop"]["psnr"]
             parts.append(f"{gain:+.2f} dB vs the best per-frame method ({LABELS[best['method']]})")
-        if "bart_ttv" in runs:
-            bart = runs["bart_ttv"]
-            parts.append(
-                f"{ours['crop']['psnr'] - bart['crop']['psnr']:+.2f} dB vs BART temporal TV, "
-                f"{ours['seconds'] / bart['seconds']:.1f}x its wall time"
-            )
+        for name in ("bart_ttv", "bart_ttv_wav"):
+            if name in runs:
+                bart = runs[name]
+                parts.append(
+                    f"{ours['crop']['psnr'] - bart['crop']['psnr']:+.2f} dB vs {LABELS[name]}, "
+                    f"{ours['seconds'] / bart['seconds']:.1f}x its wall time"
+                )
         out.append("- " + "; ".join(parts) + ".")
     return out
 
@@ -321,13 +387,16 @@ def write_docs(table: str) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = (
         "## recon\n\n"
-        "`python benchmarks/recon.py` on this project's 2-core CPU: synthetic `mrphantom` cine (bSSFP,\n"
-        f"cardiac motion x{CARDIAC_GAIN:g}), readout {NX} x phase encode {NY}, {NT} frames, {NC} coils, "
-        "complex\n"
-        "noise, drawn on a 2x finer grid; CMRxRecon masks (24 ACS lines + every R-th line); CMRxRecon 2023\n"
-        "metrics; crop = the challenge crop (central third x half, first 3 frames). Weights of every method\n"
-        "chosen once on another phantom draw at R = 8 (`--tune`) and fixed (inrsr's number of grid levels and\n"
-        "steps too). One slice; wall and CPU seconds for the slice, on an otherwise idle machine.\n\n"
+        "`python benchmarks/recon.py` on this project's 2-core CPU. Two cines, both drawn on a 2x finer grid than\n"
+        f"the reconstruction with smooth phase, {NC} coil maps and complex noise, then cut down in k-space: "
+        f"`phantom` (mrphantom, bSSFP, cardiac motion x{CARDIAC_GAIN:g}, piecewise constant) and `textured` "
+        "(dipy's real T1w coronal slice, warped by a periodic smooth non-rigid deformation: real anatomy with "
+        f"texture). Readout {NX} x phase encode {NY}, {NT} frames. Masks: `uniform` = CMRxRecon 2023 (24 ACS "
+        "lines + every R-th line, the same in every frame); `ktUniform` = CMRxRecon 2024 k-t (shifted by one line "
+        "per frame, 24 ACS lines). CMRxRecon 2023 metrics; crop = the challenge crop (central third x half, first 3 "
+        "frames). Weights of every method chosen once on another phantom draw at R = 8 (`--tune`) and fixed "
+        "(inrsr's number of grid levels and steps too). One slice; wall and CPU seconds for the slice, on an "
+        "otherwise idle machine.\n\n"
         f"{table}\n"
     )
     start = text.find("## recon")
