@@ -200,7 +200,7 @@ def scores(gt: np.ndarray, pred: np.ndarray) -> dict:
 
 
 # inrsr with its defaults, and two of its options (run at VARIANT_ACCELS only).
-INRSR_VARIANTS = {"inrsr": {}, "inrsr_joint": {"coils": "joint"}}
+INRSR_VARIANTS = {"inrsr": {}, "inrsr_joint": {"coils": "joint"}, "inrsr_pixel": {"encoding": "pixel"}}
 VARIANT_ACCELS = (8,)
 CASES = ("phantom", "textured")
 KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24")
@@ -215,6 +215,7 @@ LABELS = {
     "bart_ttv_wav": "BART pics temporal TV + wavelets",
     "inrsr": "inrsr (hash-grid INR, ESPIRiT)",
     "inrsr_joint": "inrsr --coils joint",
+    "inrsr_pixel": "inrsr --encoding pixel (no INR: ablation)",
 }
 
 

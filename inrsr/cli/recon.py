@@ -56,8 +56,8 @@ EncodingOpt = Annotated[
     str,
     typer.Option(
         "--encoding",
-        help="hash (hash grid) or fourier (Fourier features: small matrices only, too weak and slow for a "
-        "full-size cine on a CPU).",
+        help="hash (hash grid), fourier (Fourier features: small matrices only, too weak and slow for a "
+        "full-size cine on a CPU) or pixel (no INR: a plain pixel tensor under the same loss, the ablation).",
     ),
 ]
 CoilsOpt = Annotated[

@@ -35,7 +35,7 @@ class ReconConfig:
     mask: str | None = None
     ref: str | None = None
     ref_key: str | None = None
-    encoding: str = "hash"  # hash | fourier
+    encoding: str = "hash"  # hash | fourier | pixel
     coils: str = "espirit"  # espirit | joint
     loss: str = "l2"  # l2 | huber
     tv_space: float = 0.002
@@ -60,7 +60,7 @@ class ReconConfig:
     def validate(self) -> None:
         choices = {
             "method": ("inr", "zerofill"),
-            "encoding": ("hash", "fourier"),
+            "encoding": ("hash", "fourier", "pixel"),
             "coils": ("espirit", "joint"),
             "loss": ("l2", "huber"),
         }
@@ -76,8 +76,8 @@ class ReconConfig:
             raise InputError(f"--pattern must be one of {allowed}, got {self.pattern!r}") from None
         if self.frames is not None and self.frames < 1:
             raise InputError(f"--frames must be >= 1, got {self.frames}")
-        if self.frames is not None and self.encoding != "hash":
-            raise InputError("--frames needs --encoding hash (its time axis is periodic over the cardiac cycle)")
+        if self.frames is not None and self.encoding == "fourier":
+            raise InputError("--frames needs --encoding hash or pixel (their time axis is periodic over the cycle)")
         if self.frames is not None and self.ranking:
             raise InputError("--save-mat writes the acquired frames (img4ranking): leave out --frames")
         if self.steps < 1:

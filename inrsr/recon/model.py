@@ -220,7 +220,12 @@ def hash_encoding(
 
 
 class CineField(nn.Module):
-    """A complex image field over ``(x, y, t)``; :meth:`render` gives the ``(t, x, y)`` complex cine."""
+    """A complex image field over ``(x, y, t)``; :meth:`render` gives the ``(t, x, y)`` complex cine.
+
+    ``encoding``: ``"hash"`` (a dense multi-resolution grid + MLP, time periodic), ``"fourier"`` (random Fourier
+    features + MLP), or ``"pixel"``: no field at all, a plain pixel tensor under the same loss (the ablation that
+    shows what the parameterisation adds; other frames are linear interpolation around the cycle).
+    """
 
     def __init__(
         self,
@@ -237,6 +242,12 @@ class CineField(nn.Module):
     ) -> None:
         super().__init__()
         self.shape_xyt = tuple(int(n) for n in shape_xyt)
+        self.pixels: nn.Parameter | None = None
+        if encoding == "pixel":
+            # the ablation: the same loss on a plain complex pixel tensor (real, imaginary) x (t, x, y)
+            nx, ny, nt = self.shape_xyt
+            self.pixels = nn.Parameter(torch.zeros(2, nt, nx, ny))
+            return
         if encoding == "hash":
             enc: nn.Module = hash_encoding(self.shape_xyt, n_levels, features_per_level, base_resolution)
         elif encoding == "fourier":
@@ -256,6 +267,12 @@ class CineField(nn.Module):
         """
         nx, ny, nt = self.shape_xyt
         shape = (nx, ny, n_frames or nt)
+        if self.pixels is not None:
+            # frames between the acquired ones: linear interpolation around the cycle
+            out = resample_separable(self.pixels.reshape(2, nt, nx * ny).transpose(1, 2), (nx * ny, shape[2]),
+                                     periodic=(False, True))  # fmt: skip
+            out = out.transpose(1, 2).reshape(2, shape[2], nx, ny)
+            return torch.complex(out[0].float(), out[1].float())
         if isinstance(self.field.encoding, HashGridEncoding):
             feats = grid_features(self.field.encoding, shape, order=(2, 0, 1), periodic=(False, False, True))
         elif shape[2] == nt:
