@@ -49,6 +49,7 @@ NX, NY, NT, NC = 192, 160, 18, 10
 ACCELS = (4, 8, 10)
 NOISE = 0.004  # noise std relative to the largest coil-image magnitude
 CARDIAC_GAIN = 3.0  # x mrphantom's default cardiac motion amplitude
+ZOOM = 1.5  # the textured cine's slice magnified so that the brain fills most of the field of view
 TEXTURE_MOTION_PX = 6.0  # peak displacement of the textured cine's deformation, in pixels of a 384-pixel grid
 
 # Chosen once with --tune on the tuning case (seed 1, R = 8), then fixed.
@@ -97,7 +98,7 @@ def textured_frames(fx: int, fy: int, rng: np.random.Generator) -> np.ndarray:
     from scipy import ndimage
 
     image = np.load(get_fnames(name="t1_coronal_slice")).astype(np.float64)
-    image = ndimage.zoom(image, 1.5 * max(fx, fy) / image.shape[0], order=3)  # the brain fills the field of view
+    image = ndimage.zoom(image, ZOOM * max(fx, fy) / image.shape[0], order=3)  # the brain fills the field of view
     x0, y0 = (image.shape[0] - fx) // 2, (image.shape[1] - fy) // 2
     image = np.clip(image[x0 : x0 + fx, y0 : y0 + fy], 0, None)
     gx, gy = np.meshgrid(np.arange(fx, dtype=np.float64), np.arange(fy, dtype=np.float64), indexing="ij")
