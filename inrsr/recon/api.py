@@ -97,6 +97,27 @@ def coil_maps(kspace: np.ndarray, mask: np.ndarray, config: ReconConfig) -> tupl
     return maps, acs
 
 
+def compress_coils(kspace: np.ndarray, n_virtual: int) -> tuple[np.ndarray, float]:
+    """Coil compression: ``kspace (t, C, kx, ky)`` projected onto the ``n_virtual`` strongest principal components
+    over the coils (SVD of the sampled data, as BART's ``cc -S``), and the fraction of the energy kept.
+
+    >>> rng = np.random.default_rng(0)
+    >>> k = (rng.standard_normal((2, 1, 8, 8)) * np.array([1.0, 0.5, 0.01])[None, :, None, None]).astype(np.complex64)
+    >>> kc, kept = compress_coils(k, 2)
+    >>> kc.shape, kept > 0.999
+    ((2, 2, 8, 8), True)
+    """
+    nc = kspace.shape[1]
+    if n_virtual >= nc:
+        return kspace, 1.0
+    samples = np.moveaxis(kspace, 1, 0).reshape(nc, -1)
+    samples = samples[:, np.any(samples != 0, axis=0)]
+    u, sv, _ = np.linalg.svd(samples @ samples.conj().T)
+    basis = u[:, :n_virtual].conj().T  # (V, C)
+    kept = float(sv[:n_virtual].sum() / max(sv.sum(), 1e-30))
+    return np.einsum("vc,tcxy->tvxy", basis, kspace).astype(np.complex64), kept
+
+
 def reconstruct_slice(
     kspace: np.ndarray,
     mask: np.ndarray,
@@ -109,6 +130,9 @@ def reconstruct_slice(
     device = device or resolve_device(config.device)
     start = time.perf_counter()
     kspace = np.where(mask[:, None], kspace, 0).astype(np.complex64)
+    coil_energy = None
+    if config.virtual_coils is not None and config.method != "zerofill":
+        kspace, coil_energy = compress_coils(kspace, config.virtual_coils)
     k = torch.from_numpy(kspace).to(device)
     zf = zero_filled(k)
     scale = float(zf.max())
@@ -119,6 +143,9 @@ def reconstruct_slice(
         "effective_accel": M.effective_accel(mask),
         "acs_lines": int(np.subtract(*M.detect_acs(mask)[::-1])),
     }
+    if coil_energy is not None:
+        info["virtual_coils"] = int(kspace.shape[1])
+        info["coil_energy_kept"] = coil_energy
     if config.method == "zerofill":
         info["seconds"] = time.perf_counter() - start
         return SliceResult(zf.cpu().numpy(), info)

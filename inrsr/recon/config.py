@@ -37,6 +37,7 @@ class ReconConfig:
     ref_key: str | None = None
     encoding: str = "hash"  # hash | fourier | pixel
     coils: str = "espirit"  # espirit | joint
+    virtual_coils: int | None = None  # compress the coils to this many virtual coils first (None: keep all)
     loss: str = "l2"  # l2 | huber
     tv_space: float = 0.002
     tv_time: float = 0.004
@@ -82,6 +83,8 @@ class ReconConfig:
             raise InputError("--save-mat writes the acquired frames (img4ranking): leave out --frames")
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
+        if self.virtual_coils is not None and self.virtual_coils < 1:
+            raise InputError(f"--virtual-coils must be >= 1, got {self.virtual_coils}")
         if not 0 <= self.holdout < 0.5:
             raise InputError(f"--holdout must be in [0, 0.5), got {self.holdout}")
         if self.tv_space < 0 or self.tv_time < 0:

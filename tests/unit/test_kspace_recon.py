@@ -218,3 +218,22 @@ def test_pixel_tensor_ablation_fits_and_interpolates_around_the_cycle(cine):
     acquired, doubled = field.render(), field.render(8)
     torch.testing.assert_close(doubled[0::2], acquired)
     torch.testing.assert_close(doubled[7], (acquired[3] + acquired[0]) / 2)  # the cycle closes on itself
+
+
+def test_coil_compression_keeps_the_energy_and_still_reconstructs(cine):
+    from inrsr.recon.api import compress_coils
+
+    k, _, _ = cine
+    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 12), NX, NT)
+    kus = np.where(mask[:, None], k, 0)
+    compressed, kept = compress_coils(kus, 3)
+    assert compressed.shape[1] == 3 and 0.95 < kept <= 1.0
+    # a unitary projection: the compressed data's energy is the kept share of the original's
+    assert np.sum(np.abs(compressed) ** 2) == pytest.approx(kept * np.sum(np.abs(kus) ** 2), rel=1e-3)
+    gt = zero_filled(torch.from_numpy(k)).numpy()
+    zf = zero_filled(torch.from_numpy(kus)).numpy()
+    res = reconstruct_slice(kus, mask, ReconConfig(steps=150, virtual_coils=3, quiet=True, device="cpu"))
+    # measured: 34.7 dB with 3 of 4 coils (98.5% of the energy), 35.5 dB with all 4, zero-filling 28.0 dB
+    assert res.info["virtual_coils"] == 3 and _psnr(gt, res.image) > _psnr(gt, zf) + 5
+    with pytest.raises(InputError, match="virtual-coils"):
+        ReconConfig(virtual_coils=0).validate()
