@@ -44,12 +44,14 @@ class ConsistencyResult:
     noise: float
     iterations: int
     seconds: float
+    weight: float = WEIGHT
+    max_iterations: int = ITERATIONS
 
     def report(self) -> dict:
         return {
             "forward_model": "Gaussian slice PSF (FWHM = thickness through-plane, spacing in-plane)",
-            "weight_to_network_output": WEIGHT,
-            "max_iterations": ITERATIONS,
+            "weight_to_network_output": self.weight,
+            "max_iterations": self.max_iterations,
             "iterations": self.iterations,
             "noise_sd_relative": self.noise,
             "relative_residual_before": self.residual_before,
@@ -124,4 +126,5 @@ def enforce_consistency(
         rr = rr_new
         done += 1
     after = residual(x)
-    return ConsistencyResult((x * s).numpy(), before, after, s_noise, done, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    return ConsistencyResult((x * s).numpy(), before, after, s_noise, done, seconds, weight, iterations)

@@ -116,24 +116,22 @@ def make_example(
     size = np.ceil((patch + 2 * MARGIN_LR) * factors).astype(int) + 1
     centre = foreground[rng.integers(len(foreground))]
     start = centre - size // 2 + rng.integers(-2, 3, size=3)
-    thickness = 1.0
-    if augment and synth is not None:
+    deform = augment and synth is not None
+    if deform:
         coords = deformed_coordinates(start, size, spacing, rng, synth)
-        if isinstance(hr, TissueMaps):
-            data = synthesize(np.stack([sample(p, coords) for p in hr.probs]), rng, spacing, synth)
-        else:
-            data = _jittered(sample(hr.data, coords), norm, rng)
-            if synth.bias > 0:
-                data = data * bias_field(data.shape, spacing, rng, synth.bias * rng.uniform(0, 1))
-        thickness = float(rng.uniform(*synth.thickness_range))
-    elif isinstance(hr, TissueMaps):
-        still = Augmentation(max_rotation_deg=0.0, scale_range=(1.0, 1.0), elastic_mm=0.0)
-        coords = deformed_coordinates(start, size, spacing, rng, still)
-        data = synthesize(np.stack([sample(p, coords) for p in hr.probs]), rng, spacing, synth or Augmentation())
+
+    def read(a: np.ndarray) -> np.ndarray:
+        return sample(a, coords) if deform else crop(Volume(a, hr.affine), start, size).data
+
+    if isinstance(hr, TissueMaps):
+        data = synthesize(np.stack([read(p) for p in hr.probs]), rng, spacing, synth or Augmentation())
     elif augment:
-        data = _jittered(crop(hr, start, size).data, norm, rng)
+        data = _jittered(read(hr.data), norm, rng)
+        if deform and synth.bias > 0:
+            data = data * bias_field(data.shape, spacing, rng, synth.bias * rng.uniform(0, 1))
     else:
-        data = norm.forward(crop(hr, start, size).data)
+        data = norm.forward(read(hr.data))
+    thickness = float(rng.uniform(*synth.thickness_range)) if deform else 1.0
     if augment:
         perm = rng.permutation(3)
         data = np.transpose(data, perm)

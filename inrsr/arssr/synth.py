@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..volume import Volume
+from ..geometry import voxel_spacing
 from .config import Augmentation
 
 #: Labels of an integer segmentation above this count are refused (a probability map was probably meant).
@@ -184,7 +184,7 @@ class TissueMaps:
 
     @property
     def spacing(self) -> np.ndarray:
-        return Volume(self.probs[0], self.affine).spacing
+        return voxel_spacing(self.affine)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -87,11 +87,6 @@ def train_command(
     check_outputs(("-o", output, (".pt",)), ("--report", report, JSON))
     if output.exists() and not resume:
         raise InputError(f"{output}: exists; pass --resume to continue training it, or choose another path")
-    if noise < 0:
-        raise InputError(f"noise {noise}: must be >= 0")
-    for t in tissue or []:
-        if not t.is_file():
-            raise InputError(f"{t}: no such tissue map")
     config = TrainConfig(
         epochs=epochs,
         steps_per_epoch=steps,

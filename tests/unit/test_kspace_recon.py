@@ -119,6 +119,13 @@ def _psnr(gt, pred):
     return score_cine(gt, pred)["psnr"]
 
 
+def _r4(k):
+    """The cine at R = 4 (12 ACS lines): mask, undersampled k-space, fully sampled and zero-filled RSS images."""
+    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 12), NX, NT)
+    kus = np.where(mask[:, None], k, 0)
+    return mask, kus, zero_filled(torch.from_numpy(k)).numpy(), zero_filled(torch.from_numpy(kus)).numpy()
+
+
 @pytest.mark.parametrize("accel", [4, 8])
 def test_recon_beats_zero_filling(cine, accel):
     k, _, _ = cine
@@ -145,10 +152,7 @@ def test_warns_when_held_out_lines_are_predicted_no_better_than_zero_filling():
 
 def test_joint_coils_and_single_coil(cine):
     k, _, _ = cine
-    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 12), NX, NT)
-    kus = np.where(mask[:, None], k, 0)
-    gt = zero_filled(torch.from_numpy(k)).numpy()
-    zf = zero_filled(torch.from_numpy(kus)).numpy()
+    mask, kus, gt, zf = _r4(k)
     joint = reconstruct_slice(kus, mask, ReconConfig(steps=100, coils="joint", quiet=True, device="cpu"))
     assert _psnr(gt, joint.image) > _psnr(gt, zf) + 2
     single_k, single_kus = k[:, :1], kus[:, :1]
@@ -206,10 +210,7 @@ def test_pixel_tensor_ablation_fits_and_interpolates_around_the_cycle(cine):
     from inrsr.recon.model import CineField
 
     k, _, _ = cine
-    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 12), NX, NT)
-    kus = np.where(mask[:, None], k, 0)
-    gt = zero_filled(torch.from_numpy(k)).numpy()
-    zf = zero_filled(torch.from_numpy(kus)).numpy()
+    mask, kus, gt, zf = _r4(k)
     res = reconstruct_slice(kus, mask, ReconConfig(steps=200, encoding="pixel", quiet=True, device="cpu"))
     assert _psnr(gt, res.image) > _psnr(gt, zf) + 2
     field = CineField((6, 5, 4), encoding="pixel")
@@ -224,14 +225,11 @@ def test_coil_compression_keeps_the_energy_and_still_reconstructs(cine):
     from inrsr.recon.api import compress_coils
 
     k, _, _ = cine
-    mask = M.lines_to_mask(M.challenge_lines(NY, 4, 12), NX, NT)
-    kus = np.where(mask[:, None], k, 0)
+    mask, kus, gt, zf = _r4(k)
     compressed, kept = compress_coils(kus, 3)
     assert compressed.shape[1] == 3 and 0.95 < kept <= 1.0
     # a unitary projection: the compressed data's energy is the kept share of the original's
     assert np.sum(np.abs(compressed) ** 2) == pytest.approx(kept * np.sum(np.abs(kus) ** 2), rel=1e-3)
-    gt = zero_filled(torch.from_numpy(k)).numpy()
-    zf = zero_filled(torch.from_numpy(kus)).numpy()
     res = reconstruct_slice(kus, mask, ReconConfig(steps=150, virtual_coils=3, quiet=True, device="cpu"))
     # measured: 34.7 dB with 3 of 4 coils (98.5% of the energy), 35.5 dB with all 4, zero-filling 28.0 dB
     assert res.info["virtual_coils"] == 3 and _psnr(gt, res.image) > _psnr(gt, zf) + 5
