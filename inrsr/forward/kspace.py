@@ -116,23 +116,37 @@ class FFT2cColumns(Linop):
     columns: a matrix product with ``K`` rows of the DFT over ``y``, then a centred FFT over ``x`` of
     ``K / Y`` of the data (at R = 8, about a quarter). The adjoint is the inverse FFT over ``x`` and the
     conjugate-transposed DFT rows (zero-filling the other columns).
+
+    ``cols`` is ``(K,)``, the same columns for the whole batch, or ``(T, K)``: columns of their own for each
+    index of the first batch axis (k-t sampling, where every frame samples other lines), so that each frame
+    costs its own ``K`` columns, not the union over frames. Then output ``[t, ..., j]`` is column ``cols[t, j]``.
     """
 
     def __init__(self, shape: Sequence[int], cols: torch.Tensor, _dft: torch.Tensor | None = None) -> None:
         shape = tuple(int(n) for n in shape)
         cols = torch.as_tensor(cols).long()
-        super().__init__(shape, (*shape[:-1], len(cols)))
+        if cols.ndim == 2 and (len(shape) < 3 or cols.shape[0] != shape[0]):
+            raise ValueError(f"per-frame columns {tuple(cols.shape)} need an input (T, ..., X, Y) with T = "
+                             f"{cols.shape[0]}, got {shape}")  # fmt: skip
+        super().__init__(shape, (*shape[:-1], cols.shape[-1]))
         self.cols = cols
         if _dft is None:
-            _dft = centred_dft_matrix(shape[-1], cols.device)[cols].T.contiguous()  # (Y, K)
+            # (Y, K), or (T, Y, K) per frame
+            _dft = centred_dft_matrix(shape[-1], cols.device)[cols].transpose(-1, -2).contiguous()
         self.dft = _dft
 
     def to(self, dtype: torch.dtype) -> FFT2cColumns:
         """The same operator with its DFT rows in another complex dtype."""
         return FFT2cColumns(self.ishape, self.cols, self.dft.to(dtype))
 
+    def _rows(self, x: torch.Tensor, dft: torch.Tensor) -> torch.Tensor:
+        if dft.ndim == 2:
+            return x @ dft
+        lead = x.shape[:-1]
+        return torch.bmm(x.reshape(lead[0], -1, x.shape[-1]), dft).reshape(*lead, dft.shape[-1])
+
     def _apply(self, x: torch.Tensor) -> torch.Tensor:
-        z = x @ self.dft
+        z = self._rows(x, self.dft)
         return torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(z, dim=-2), dim=-2, norm="ortho"), dim=-2)
 
     def _adjoint(self) -> Linop:
@@ -146,7 +160,7 @@ class _FFT2cColumnsAdjoint(Linop):
 
     def _apply(self, k: torch.Tensor) -> torch.Tensor:
         z = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(k, dim=-2), dim=-2, norm="ortho"), dim=-2)
-        return z @ self.op.dft.conj().T
+        return self.op._rows(z, self.op.dft.conj().transpose(-1, -2))
 
     def _adjoint(self) -> Linop:
         return self.op

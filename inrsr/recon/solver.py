@@ -75,6 +75,43 @@ def data_consistency(image: torch.Tensor, maps: torch.Tensor, kspace: torch.Tens
     return (ifft2c(pred) * maps.conj()).sum(1)
 
 
+def sampled_columns(mask: torch.Tensor, share: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ky columns a forward model must compute for ``mask (t, kx, ky)``, and which of them are real.
+
+    When every frame samples the same columns (or the frames' own sets are not much smaller than their union):
+    ``(K,)`` columns, the union, all valid. Otherwise (k-t sampling) ``(t, K)``: each frame's own columns,
+    padded to the largest count by repeating its first one, and ``valid (t, K)`` false on the padding.
+
+    >>> m = torch.zeros(2, 1, 8, dtype=torch.bool); m[0, 0, [0, 4]] = True; m[1, 0, [2, 4]] = True
+    >>> sampled_columns(m, share=0.8)[0].tolist()
+    [[0, 4], [2, 4]]
+    >>> sampled_columns(m, share=0.5)[0].tolist()
+    [0, 2, 4]
+    """
+    per_frame = mask.any(dim=1)  # (t, ky)
+    union = torch.nonzero(per_frame.any(dim=0)).squeeze(1)
+    counts = per_frame.sum(dim=1)
+    k_max = int(counts.max())
+    if k_max >= share * len(union):
+        return union, torch.ones(mask.shape[0], len(union), dtype=torch.bool, device=mask.device)
+    cols = torch.empty(mask.shape[0], k_max, dtype=torch.long, device=mask.device)
+    valid = torch.zeros(mask.shape[0], k_max, dtype=torch.bool, device=mask.device)
+    for t in range(mask.shape[0]):
+        idx = torch.nonzero(per_frame[t]).squeeze(1)
+        cols[t] = idx[0] if len(idx) else 0
+        cols[t, : len(idx)] = idx
+        valid[t, : len(idx)] = True
+    return cols, valid
+
+
+def _take_columns(x: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``x (t, ..., ky)`` at ``cols``: ``(K,)`` for all frames or ``(t, K)`` per frame -> ``(t, ..., K)``."""
+    if cols.ndim == 1:
+        return x[..., cols]
+    index = cols.reshape(cols.shape[0], *([1] * (x.ndim - 2)), cols.shape[1])
+    return torch.gather(x, -1, index.expand(*x.shape[:-1], cols.shape[1]))
+
+
 def _tv(x: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
     d = torch.diff(x, dim=dim)
     return torch.sqrt(d.real**2 + d.imag**2 + eps).mean()
@@ -119,11 +156,11 @@ def fit_slice(
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
     # Only the sampled ky columns are ever compared with data: the forward model computes just those.
-    cols = torch.nonzero((train_mask | holdout_mask).any(dim=0).any(dim=0)).squeeze(1)
+    cols, valid = sampled_columns(train_mask | holdout_mask)
     fft_cols = FFT2cColumns((nt, nc, nx, ny), cols.to(device))
-    y = kspace[..., cols]  # (t, C, kx, K)
-    w_train = train_mask[..., cols][:, None].to(torch.float32)  # (t, 1, kx, K)
-    w_hold = holdout_mask[..., cols][:, None].to(torch.float32)
+    y = _take_columns(kspace, cols)  # (t, C, kx, K)
+    w_train = (_take_columns(train_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)  # (t, 1, kx, K)
+    w_hold = (_take_columns(holdout_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)
     has_hold = bool(holdout_mask.any())
     hold_norm = float((w_hold * y.abs() ** 2).sum()) if has_hold else 1.0
     n_pix = nt * nx * ny

@@ -46,6 +46,7 @@ def test_operators_are_adjoint_and_linear(odd):
         Multiply((t, nx, ny), _rand((nx, ny), 3)),
         sense_operator(maps, mask, (t,)),
         FFT2cColumns((t, c, nx, ny), torch.tensor([1, ny // 2, ny - 2])).to(torch.complex128),
+        FFT2cColumns((t, c, nx, ny), torch.tensor([[1, 3], [0, ny - 1]])[:t]).to(torch.complex128),
     ]
     for op in ops:
         x, y = _rand(op.ishape, 4), _rand(op.oshape, 5)
@@ -79,3 +80,14 @@ def test_column_fft_equals_the_full_fft_on_its_columns():
         torch.testing.assert_close(
             FFT2cColumns(x.shape, cols)(x.to(torch.complex64)), fft2c(x)[..., cols].to(torch.complex64)
         )
+
+
+def test_per_frame_columns_equal_each_frames_own_columns():
+    x = _rand((3, 2, 7, 9))
+    cols = torch.tensor([[0, 4, 8], [1, 4, 5], [2, 3, 7]])
+    out = FFT2cColumns(x.shape, cols)(x.to(torch.complex64))
+    full = fft2c(x).to(torch.complex64)
+    for t in range(3):
+        torch.testing.assert_close(out[t], full[t][..., cols[t]])
+    with pytest.raises(ValueError, match="per-frame columns"):
+        FFT2cColumns((2, 2, 7, 9), cols)
