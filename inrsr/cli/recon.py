@@ -56,8 +56,9 @@ EncodingOpt = Annotated[
     str,
     typer.Option(
         "--encoding",
-        help="hash (hash grid), fourier (Fourier features: small matrices only, too weak and slow for a "
-        "full-size cine on a CPU) or pixel (no INR: a plain pixel tensor under the same loss, the ablation).",
+        help="pyramid (multi-resolution grids over (x, y, t) summed: a linear decoder), hash (the same grids + "
+        "an MLP: about twice the time per step), fourier (Fourier features: small matrices only, too weak and slow "
+        "for a full-size cine on a CPU) or pixel (no field: a plain pixel tensor under the same loss, the ablation).",
     ),
 ]
 CoilsOpt = Annotated[
@@ -67,13 +68,22 @@ VirtualCoilsOpt = Annotated[
     int | None,
     typer.Option(
         "--virtual-coils",
-        help="Compress the coils to this many virtual coils first (SVD over the coils, as BART's cc): faster "
-        "steps, off by default.",
+        help="Compress the coils to this many virtual coils first (SVD over the coils, as BART's cc): each step "
+        "costs about as many coils; 0 keeps every coil.",
     ),
 ]
 LossOpt = Annotated[str, typer.Option("--loss", help="k-space loss: l2 or huber.")]
 TvSpaceOpt = Annotated[float, typer.Option("--tv-space", help="Weight of the spatial total variation.")]
 TvTimeOpt = Annotated[float, typer.Option("--tv-time", help="Weight of the temporal total variation.")]
+TvStagesOpt = Annotated[
+    int,
+    typer.Option(
+        "--tv-stages",
+        help="Times both TV weights may be lowered (by --tv-factor) when the held-out k-space lines have settled "
+        "and still improved at the current weights: the weights chosen per case from the data. 0 keeps them fixed.",
+    ),
+]
+TvFactorOpt = Annotated[float, typer.Option("--tv-factor", help="Factor of each --tv-stages step, in (0, 1).")]
 DcOpt = Annotated[bool, typer.Option("--dc/--no-dc", help="Final hard data consistency with the measured k-space.")]
 FramesOpt = Annotated[
     int | None,
@@ -128,6 +138,8 @@ def recon_command(
     loss: LossOpt = _D.loss,
     tv_space: TvSpaceOpt = _D.tv_space,
     tv_time: TvTimeOpt = _D.tv_time,
+    tv_stages: TvStagesOpt = _D.tv_stages,
+    tv_factor: TvFactorOpt = _D.tv_factor,
     dc: DcOpt = _D.dc,
     frames: FramesOpt = _D.frames,
     steps: StepsOpt = _D.steps,
@@ -184,6 +196,8 @@ def recon_command(
         loss=loss,
         tv_space=tv_space,
         tv_time=tv_time,
+        tv_stages=tv_stages,
+        tv_factor=tv_factor,
         dc=dc,
         frames=frames,
         steps=steps,

@@ -131,7 +131,7 @@ def reconstruct_slice(
     start = time.perf_counter()
     kspace = np.where(mask[:, None], kspace, 0).astype(np.complex64)
     coil_energy = None
-    if config.virtual_coils is not None and config.method != "zerofill":
+    if config.virtual_coils and config.method != "zerofill":
         kspace, coil_energy = compress_coils(kspace, config.virtual_coils)
     k = torch.from_numpy(kspace).to(device)
     zf = zero_filled(k)
@@ -183,6 +183,7 @@ def reconstruct_slice(
             "best_step": fit.best_step,
             "best_holdout_nmse": min(fit.history["holdout"]) if hold.any() else None,
             "holdout_lines": int(M.sampled_lines(hold).sum()),
+            "tv_scale": fit.history["tv_scale"][fit.best_step],
             "fit_seconds": fit.seconds,
             "seconds": time.perf_counter() - start,
         }

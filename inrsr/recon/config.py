@@ -35,18 +35,20 @@ class ReconConfig:
     mask: str | None = None
     ref: str | None = None
     ref_key: str | None = None
-    encoding: str = "hash"  # hash | fourier | pixel
+    encoding: str = "pyramid"  # pyramid | hash | fourier | pixel
     coils: str = "espirit"  # espirit | joint
-    virtual_coils: int | None = None  # compress the coils to this many virtual coils first (None: keep all)
+    virtual_coils: int | None = 6  # compress the coils to this many virtual coils first (None or 0: keep all)
     loss: str = "l2"  # l2 | huber
     tv_space: float = 0.002
     tv_time: float = 0.004
+    tv_stages: int = 3  # times the TV weights may be lowered when the held-out error settles (0: fixed weights)
+    tv_factor: float = 0.3  # by this factor each time
     dc: bool = True
     frames: int | None = None  # frames rendered over the cardiac cycle (None: the acquired ones)
-    steps: int = 400
+    steps: int = 550
     lr: float = 3e-2
     holdout: float = 0.05
-    patience: int = 60
+    patience: int = 40
     n_levels: int = 8
     features_per_level: int = 2
     hidden: int = 64
@@ -61,7 +63,7 @@ class ReconConfig:
     def validate(self) -> None:
         choices = {
             "method": ("inr", "zerofill"),
-            "encoding": ("hash", "fourier", "pixel"),
+            "encoding": ("pyramid", "hash", "fourier", "pixel"),
             "coils": ("espirit", "joint"),
             "loss": ("l2", "huber"),
         }
@@ -78,13 +80,15 @@ class ReconConfig:
         if self.frames is not None and self.frames < 1:
             raise InputError(f"--frames must be >= 1, got {self.frames}")
         if self.frames is not None and self.encoding == "fourier":
-            raise InputError("--frames needs --encoding hash or pixel (their time axis is periodic over the cycle)")
+            raise InputError("--frames needs --encoding pyramid, hash or pixel (a time axis periodic over the cycle)")
         if self.frames is not None and self.ranking:
             raise InputError("--save-mat writes the acquired frames (img4ranking): leave out --frames")
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
-        if self.virtual_coils is not None and self.virtual_coils < 1:
-            raise InputError(f"--virtual-coils must be >= 1, got {self.virtual_coils}")
+        if self.virtual_coils is not None and self.virtual_coils < 0:
+            raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
+        if self.tv_stages < 0 or not 0 < self.tv_factor < 1:
+            raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")
         if not 0 <= self.holdout < 0.5:
             raise InputError(f"--holdout must be in [0, 0.5), got {self.holdout}")
         if self.tv_space < 0 or self.tv_time < 0:
@@ -106,6 +110,8 @@ class ReconConfig:
             lr=self.lr,
             lr_final=self.lr / 3,
             patience=self.patience,
+            tv_stages=self.tv_stages,
+            tv_factor=self.tv_factor,
             joint_coils=self.coils == "joint",
             render_frames=self.frames,
         )

@@ -222,9 +222,11 @@ def hash_encoding(
 class CineField(nn.Module):
     """A complex image field over ``(x, y, t)``; :meth:`render` gives the ``(t, x, y)`` complex cine.
 
-    ``encoding``: ``"hash"`` (a dense multi-resolution grid + MLP, time periodic), ``"fourier"`` (random Fourier
-    features + MLP), or ``"pixel"``: no field at all, a plain pixel tensor under the same loss (the ablation that
-    shows what the parameterisation adds; other frames are linear interpolation around the cycle).
+    ``encoding``: ``"pyramid"`` (the same dense multi-resolution grids as ``"hash"``, two features per level read
+    as real and imaginary parts and summed over the levels: a linear decoder, no MLP), ``"hash"`` (those grids +
+    an MLP), ``"fourier"`` (random Fourier features + MLP), or ``"pixel"``: no field at all, a plain pixel tensor
+    under the same loss (the ablation that shows what the parameterisation adds; other frames are linear
+    interpolation around the cycle). Time is periodic with ``"pyramid"`` and ``"hash"``.
     """
 
     def __init__(
@@ -248,6 +250,11 @@ class CineField(nn.Module):
             nx, ny, nt = self.shape_xyt
             self.pixels = nn.Parameter(torch.zeros(2, nt, nx, ny))
             return
+        self.pyramid: HashGridEncoding | None = None
+        if encoding == "pyramid":
+            # two features per level: the level's real and imaginary parts, summed over the levels
+            self.pyramid = hash_encoding(self.shape_xyt, n_levels, 2, base_resolution)
+            return
         if encoding == "hash":
             enc: nn.Module = hash_encoding(self.shape_xyt, n_levels, features_per_level, base_resolution)
         elif encoding == "fourier":
@@ -262,8 +269,9 @@ class CineField(nn.Module):
         """The cine on its pixel grid, complex ``(t, x, y)``; ``n_frames`` frames evenly over the cardiac cycle
         (default: the acquired ones, frame ``t`` at phase ``t / nt``).
 
-        With the hash grid, time is periodic: each level's vertices along t are evenly spaced around the cycle,
-        the last one followed by the first, so any phase has a value and the cycle closes on itself.
+        With the grids (``"pyramid"``, ``"hash"``), time is periodic: each level's vertices along t are evenly
+        spaced around the cycle, the last one followed by the first, so any phase has a value and the cycle closes
+        on itself.
         """
         nx, ny, nt = self.shape_xyt
         shape = (nx, ny, n_frames or nt)
@@ -272,6 +280,13 @@ class CineField(nn.Module):
             out = resample_separable(self.pixels.reshape(2, nt, nx * ny).transpose(1, 2), (nx * ny, shape[2]),
                                      periodic=(False, True))  # fmt: skip
             out = out.transpose(1, 2).reshape(2, shape[2], nx, ny)
+            return torch.complex(out[0].float(), out[1].float())
+        if self.pyramid is not None:
+            out = None
+            for g in self.pyramid.level_grids():  # (1, 2, x, y, t) vertices
+                level = resample_separable(g[0].permute(0, 3, 1, 2), (shape[2], nx, ny), periodic=(True, False, False))
+                out = level if out is None else out + level
+            assert out is not None
             return torch.complex(out[0].float(), out[1].float())
         if isinstance(self.field.encoding, HashGridEncoding):
             feats = grid_features(self.field.encoding, shape, order=(2, 0, 1), periodic=(False, False, True))

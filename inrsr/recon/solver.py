@@ -47,6 +47,8 @@ class FitSettings:
     render_frames: int | None  # also render the chosen model at this many frames over the cycle
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
+    tv_stages: int = 0  # times the TV weights may be lowered (by tv_factor) when the held-out error has settled
+    tv_factor: float = 0.5
 
 
 @dataclass
@@ -173,8 +175,9 @@ def fit_slice(
     # Early steps predict almost nothing on the held-out lines; their error (about 1) can only look good when the
     # held-out lines are noise-dominated, so the choice starts after a warm-up.
     warmup = int(settings.warmup * settings.steps)
-    history: dict[str, list[float]] = {"loss": [], "holdout": []}
+    history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": []}
     step = 0
+    stage, stage_start, tv_scale = 0, 0, 1.0
     for step in range(settings.steps):
         opt.zero_grad(set_to_none=True)
         image = model.render()  # (t, x, y)
@@ -191,9 +194,9 @@ def fit_slice(
             dc = (w_train * power).sum() / n_pix
         loss = dc
         if settings.tv_space > 0:
-            loss = loss + settings.tv_space * (_tv(image, 1) + _tv(image, 2))
+            loss = loss + tv_scale * settings.tv_space * (_tv(image, 1) + _tv(image, 2))
         if settings.tv_time > 0 and nt > 1:
-            loss = loss + settings.tv_time * _tv(image, 0)
+            loss = loss + tv_scale * settings.tv_time * _tv(image, 0)
         with torch.no_grad():
             if has_hold:
                 hold = float((w_hold * power).sum()) / hold_norm
@@ -207,10 +210,15 @@ def fit_slice(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history["loss"].append(float(loss.detach()))
         history["holdout"].append(hold if has_hold else float("nan"))
+        history["tv_scale"].append(tv_scale)
         if progress is not None:
             progress.update(1, loss=float(loss.detach()), holdout=hold if has_hold else float("nan"))
-        if step - best[1] > settings.patience:
-            break
+        if step - max(best[1], stage_start) > settings.patience:
+            # The held-out error has settled at these TV weights. If they still improved it (or are the first),
+            # try weights tv_factor lower from here; otherwise the data ask for no less regularisation: stop.
+            if stage >= settings.tv_stages or (stage > 0 and best[1] < stage_start):
+                break
+            stage, stage_start, tv_scale = stage + 1, step, tv_scale * settings.tv_factor
         loss.backward()
         opt.step()
         sched.step()
