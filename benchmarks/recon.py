@@ -414,8 +414,8 @@ def _cpu() -> float:
 def render_table(results: dict) -> str:
     lines = [
         "| cine | mask | R (effective) | method | crop PSNR (dB) | crop SSIM | full PSNR (dB) | full SSIM "
-        "| crop / full PSNR, LS-scaled (dB) | wall (s) | CPU (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| crop / full PSNR, LS-scaled (dB) | wall (s) | CPU (s) | dB over zero-filling per wall second |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {m: i for i, m in enumerate(METHODS)}
     cases = {c: i for i, c in enumerate(CASES)}
@@ -424,15 +424,19 @@ def render_table(results: dict) -> str:
         return (cases.get(r.get("case", "phantom"), 9), r.get("pattern", "uniform") != "uniform",
                 r.get("pattern", "uniform"), r["accel"], order.get(r["method"], 99))  # fmt: skip
 
+    zerofill = {(r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]): r["crop"]["psnr"]
+                for r in results["runs"] if r["method"] == "zerofill"}  # fmt: skip
     for r in sorted(results["runs"], key=key):
         c, f = r["crop"], r["full"]
+        base = zerofill.get((r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]))
+        rate = "" if base is None or r["method"] == "zerofill" else f"{(c['psnr'] - base) / r['seconds']:.2f}"
         lines.append(
             f"| {r.get('case', 'phantom')} | {r.get('pattern', 'uniform')} | "
             f"{r['accel']} ({r['effective_accel']:.1f}x) | {LABELS[r['method']]} | {c['psnr']:.2f} | "
             f"{c['ssim']:.4f} | {f['psnr']:.2f} | {f['ssim']:.4f} | "
             f"{c.get('psnr_scaled', float('nan')):.2f} / {f.get('psnr_scaled', float('nan')):.2f} | "
             f"{r['seconds']:.1f} | "
-            f"{r.get('cpu_seconds', float('nan')):.1f} |"
+            f"{r.get('cpu_seconds', float('nan')):.1f} | {rate} |"
         )
     lines += ["", *summary_lines(results)]
     return "\n".join(lines)

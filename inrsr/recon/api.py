@@ -185,6 +185,7 @@ def reconstruct_slice(
             "holdout_lines": int(M.sampled_lines(hold).sum()),
             "tv_scale": fit.history["tv_scale"][fit.best_step],
             "fit_seconds": fit.seconds,
+            "seconds_per_step": fit.seconds / max(fit.steps_run, 1),
             "seconds": time.perf_counter() - start,
         }
     )

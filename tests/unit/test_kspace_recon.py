@@ -137,6 +137,7 @@ def test_recon_beats_zero_filling(cine, accel):
     gain = _psnr(gt, res.image) - _psnr(gt, zf)
     assert gain > (4.0 if accel == 4 else 3.0), gain
     assert res.info["nominal_accel"] == accel and res.info["holdout_lines"] >= 1
+    assert 0 < res.info["seconds_per_step"] * res.info["steps_run"] <= res.info["fit_seconds"] * 1.0001
     assert "warning" not in res.info
 
 
