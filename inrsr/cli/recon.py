@@ -65,7 +65,7 @@ CoilsOpt = Annotated[
     str, typer.Option("--coils", help="espirit (maps from the ACS lines) or joint (a coil INR learned too).")
 ]
 VirtualCoilsOpt = Annotated[
-    int | None,
+    int,
     typer.Option(
         "--virtual-coils",
         help="Compress the coils to this many virtual coils first (SVD over the coils, as BART's cc): each step "

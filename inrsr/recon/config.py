@@ -37,7 +37,7 @@ class ReconConfig:
     ref_key: str | None = None
     encoding: str = "pyramid"  # pyramid | hash | fourier | pixel
     coils: str = "espirit"  # espirit | joint
-    virtual_coils: int | None = 6  # compress the coils to this many virtual coils first (None or 0: keep all)
+    virtual_coils: int = 6  # compress the coils to this many virtual coils first (0: keep every coil)
     loss: str = "l2"  # l2 | huber
     tv_space: float = 0.002
     tv_time: float = 0.004
@@ -85,7 +85,7 @@ class ReconConfig:
             raise InputError("--save-mat writes the acquired frames (img4ranking): leave out --frames")
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
-        if self.virtual_coils is not None and self.virtual_coils < 0:
+        if self.virtual_coils < 0:
             raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
         if self.tv_stages < 0 or not 0 < self.tv_factor < 1:
             raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")

@@ -45,10 +45,10 @@ class FitSettings:
     patience: int
     joint_coils: bool
     render_frames: int | None  # also render the chosen model at this many frames over the cycle
+    tv_stages: int  # times the TV weights may be lowered (by tv_factor) when the held-out error has settled
+    tv_factor: float
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
-    tv_stages: int = 0  # times the TV weights may be lowered (by tv_factor) when the held-out error has settled
-    tv_factor: float = 0.5
 
 
 @dataclass
