@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from inrsr.forward.kspace import fft2c, ifft2c  # noqa: E402
 from inrsr.recon import masks as M  # noqa: E402
 from inrsr.recon.api import ReconConfig, reconstruct_slice  # noqa: E402
+from inrsr.recon.config import FIXED_LINE_SETTINGS  # noqa: E402
 from inrsr.recon.scoring import crop_box, score_cine  # noqa: E402
 from inrsr.recon.solver import zero_filled  # noqa: E402
 
@@ -263,11 +264,17 @@ INRSR_VARIANTS = {
     "inrsr_hash": {"encoding": "hash"},
     "inrsr_pixel": {"encoding": "pixel"},
     "inrsr_joint": {"coils": "joint"},
+    # k-t masks: the low-rank term and its motion weights off one at a time, and the fixed-line settings
+    "inrsr_kt_no_llr": {"llr": 0.0},
+    "inrsr_kt_no_motion": {"acs_motion": 0.0},
+    "inrsr_kt_fixed_line": FIXED_LINE_SETTINGS,
 }
 VARIANT_ACCELS = (8,)
+KT_VARIANT_ROW = ("ktUniform", 16)
 CASES = ("phantom", "textured")
 KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24")
-KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", "inrsr")
+KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", "inrsr", "inrsr_kt_no_llr",
+              "inrsr_kt_no_motion", "inrsr_kt_fixed_line")  # fmt: skip
 CLASSIC = ("sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr")
 METHODS = ("zerofill", "sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", *INRSR_VARIANTS)
 LABELS = {
@@ -284,6 +291,9 @@ LABELS = {
     "inrsr_hash": "inrsr --encoding hash (grids + MLP)",
     "inrsr_pixel": "inrsr --encoding pixel (no field: ablation)",
     "inrsr_joint": "inrsr --coils joint",
+    "inrsr_kt_no_llr": "inrsr --llr 0 (no low-rank term)",
+    "inrsr_kt_no_motion": "inrsr --acs-motion 0 (the same temporal weight everywhere)",
+    "inrsr_kt_fixed_line": "inrsr with the fixed-line settings (--llr 0 --acs-motion 0 --tv-factor 0.3)",
     "inrsr_tsr": "inrsr --frames 18 (half the frames acquired)",
     "inrsr_pixel_tsr": "pixel tensor --frames 18 (half the frames acquired)",
     "linear_tsr": "linear interpolation of inrsr's acquired frames",
@@ -334,6 +344,9 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--render", action="store_true", help="only re-render the table from the saved JSON")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the saved JSON's rows of the (case, pattern) pairs not run now"
+    )
     args = parser.parse_args()
     out = ROOT / "benchmarks" / "results" / "recon.json"
     if args.render:
@@ -361,7 +374,7 @@ def main() -> None:
         for pattern, accel, names in plan:
             kus, mask = undersample(k, accel, pattern)
             for name in names:
-                if name in INRSR_VARIANTS and name != "inrsr" and (accel not in VARIANT_ACCELS or pattern != "uniform"):
+                if name in INRSR_VARIANTS and name != "inrsr" and not _variant_runs(name, pattern, accel):
                     continue
                 start, cpu0 = time.perf_counter(), _cpu()
                 pred = run_method(name, kus, mask)
@@ -384,12 +397,22 @@ def main() -> None:
                 row |= {"case": case, "pattern": "uniform, even frames"}
                 results["runs"].append(row)
                 _print(row)
+    if args.merge and out.exists():
+        rerun = {(r["case"], r["pattern"]) for r in results["runs"]}
+        kept = [r for r in json.loads(out.read_text())["runs"] if (r["case"], r["pattern"]) not in rerun]
+        results["runs"] = kept + results["runs"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     table = render_table(results)
     print(table)
     if not args.no_docs:
         write_docs(table)
+
+
+def _variant_runs(name: str, pattern: str, accel: int) -> bool:
+    if name.startswith("inrsr_kt_"):
+        return (pattern, accel) == KT_VARIANT_ROW
+    return pattern == "uniform" and accel in VARIANT_ACCELS
 
 
 def _print(row: dict) -> None:

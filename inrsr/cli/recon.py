@@ -79,11 +79,36 @@ TvStagesOpt = Annotated[
     int,
     typer.Option(
         "--tv-stages",
-        help="Times both TV weights may be lowered (by --tv-factor) when the held-out k-space lines have settled "
-        "and still improved at the current weights: the weights chosen per case from the data. 0 keeps them fixed.",
+        help="Times the regularisation weights (TV and --llr) may be lowered (by --tv-factor) when the held-out "
+        "k-space lines have settled and still improved at the current weights: the weights chosen per case from "
+        "the data. 0 keeps them fixed.",
     ),
 ]
-TvFactorOpt = Annotated[float, typer.Option("--tv-factor", help="Factor of each --tv-stages step, in (0, 1).")]
+TvFactorOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--tv-factor",
+        help="Factor of each --tv-stages step, in (0, 1). Default: 0.1 under k-t masks, 0.3 otherwise.",
+    ),
+]
+LlrOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--llr",
+        help="Weight of the locally low-rank term: nuclear norm of each 8 x 8 block's pixels-by-frames matrix, on a "
+        "grid shifted at random every step (as BART's -R L). 0 turns it off. Default: 0.1 when the sampled "
+        "lines change from frame to frame (k-t masks), 0 when every frame has the same lines.",
+    ),
+]
+AcsMotionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--acs-motion",
+        help="Temporal terms (--tv-time, --llr) weighted per pixel from the low-resolution cine of the ACS lines: "
+        "1 / (1 + m / VALUE), m its temporal deviation relative to the image maximum; where the heart moves they "
+        "relax. 0: the same weight everywhere. Default: 0.03 under k-t masks, 0 otherwise.",
+    ),
+]
 DcOpt = Annotated[bool, typer.Option("--dc/--no-dc", help="Final hard data consistency with the measured k-space.")]
 FramesOpt = Annotated[
     int | None,
@@ -140,6 +165,8 @@ def recon_command(
     tv_time: TvTimeOpt = _D.tv_time,
     tv_stages: TvStagesOpt = _D.tv_stages,
     tv_factor: TvFactorOpt = _D.tv_factor,
+    llr: LlrOpt = _D.llr,
+    acs_motion: AcsMotionOpt = _D.acs_motion,
     dc: DcOpt = _D.dc,
     frames: FramesOpt = _D.frames,
     steps: StepsOpt = _D.steps,
@@ -198,6 +225,8 @@ def recon_command(
         tv_time=tv_time,
         tv_stages=tv_stages,
         tv_factor=tv_factor,
+        llr=llr,
+        acs_motion=acs_motion,
         dc=dc,
         frames=frames,
         steps=steps,

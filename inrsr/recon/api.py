@@ -21,7 +21,7 @@ from . import masks as M
 from .coils import calibration_block, espirit_maps
 from .config import Pattern, ReconConfig
 from .scoring import ranking_slices, score_cine
-from .solver import data_consistency, fit_slice, lowres_maps, zero_filled
+from .solver import data_consistency, fit_slice, lowres_maps, motion_weight, zero_filled
 
 
 @dataclass
@@ -129,6 +129,7 @@ def reconstruct_slice(
     ky)``."""
     device = device or resolve_device(config.device)
     start = time.perf_counter()
+    config = config.for_mask(kt=bool((mask != mask[:1]).any()))
     kspace = np.where(mask[:, None], kspace, 0).astype(np.complex64)
     coil_energy = None
     if config.virtual_coils and config.method != "zerofill":
@@ -171,6 +172,7 @@ def reconstruct_slice(
             config.fit_settings(),
             generator=generator,
             progress=progress,
+            time_weight=motion_weight(k, mask_t, maps, acs, config.acs_motion) if config.acs_motion else None,
         )
     with torch.no_grad():
         if config.dc:

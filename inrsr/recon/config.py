@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,13 @@ class Pattern(str, Enum):
     kt_uniform = "ktUniform"  # every R-th line, shifted by one line from frame to frame, + ACS
     kt_gaussian = "ktGaussian"  # random lines per frame, Gaussian density over ky, + ACS
     kt_radial = "ktRadial"  # radial spokes, rotated by the golden angle from frame to frame, + an ACS square
+
+
+# Under k-t sampling the frames' different lines fill each other's gaps: a locally low-rank term over the frames,
+# relaxed where the ACS cine moves, started stronger and lowered faster. With the same lines in every frame,
+# aliasing is the same in every frame and the low-rank term costs quality (benchmark: docs/recon.md).
+KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1}
+FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3}
 
 
 @dataclass
@@ -41,8 +48,12 @@ class ReconConfig:
     loss: str = "l2"  # l2 | huber
     tv_space: float = 0.002
     tv_time: float = 0.004
-    tv_stages: int = 3  # times the TV weights may be lowered when the held-out error settles (0: fixed weights)
-    tv_factor: float = 0.3  # by this factor each time
+    # None: chosen by the mask (KT_SETTINGS when the lines change from frame to frame, FIXED_LINE_SETTINGS else)
+    llr: float | None = None  # weight of the locally low-rank term (0: off)
+    llr_block: int = 8
+    acs_motion: float | None = None  # temporal terms weighted 1 / (1 + m / acs_motion) per pixel (0: uniform)
+    tv_stages: int = 3  # times the regularisation weights may be lowered when the held-out error settles (0: fixed)
+    tv_factor: float | None = None  # by this factor each time
     dc: bool = True
     frames: int | None = None  # frames rendered over the cardiac cycle (None: the acquired ones)
     steps: int = 550
@@ -87,16 +98,28 @@ class ReconConfig:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
         if self.virtual_coils < 0:
             raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
-        if self.tv_stages < 0 or not 0 < self.tv_factor < 1:
+        if self.tv_stages < 0 or (self.tv_factor is not None and not 0 < self.tv_factor < 1):
             raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")
         if not 0 <= self.holdout < 0.5:
             raise InputError(f"--holdout must be in [0, 0.5), got {self.holdout}")
-        if self.tv_space < 0 or self.tv_time < 0:
-            raise InputError("--tv-space and --tv-time must be >= 0")
+        if self.tv_space < 0 or self.tv_time < 0 or (self.llr or 0) < 0:
+            raise InputError("--tv-space, --tv-time and --llr must be >= 0")
+        if (self.acs_motion or 0) < 0:
+            raise InputError(f"--acs-motion must be >= 0 (0: one temporal weight everywhere), got {self.acs_motion}")
+        if self.llr_block < 2:
+            raise InputError(f"the low-rank block size must be >= 2, got {self.llr_block}")
+
+    def for_mask(self, kt: bool) -> ReconConfig:
+        """These settings with each one left as None taken from ``KT_SETTINGS`` (``kt``: the sampled lines change
+        from frame to frame) or ``FIXED_LINE_SETTINGS``."""
+        chosen = KT_SETTINGS if kt else FIXED_LINE_SETTINGS
+        return replace(self, **{k: v for k, v in chosen.items() if getattr(self, k) is None})
 
     def fit_settings(self) -> FitSettings:
         from .solver import FitSettings
 
+        if self.llr is None or self.tv_factor is None:
+            raise ValueError("call for_mask() first: llr and tv_factor depend on the mask")
         return FitSettings(
             encoding=self.encoding,
             n_levels=self.n_levels,
@@ -106,6 +129,8 @@ class ReconConfig:
             loss=self.loss,
             tv_space=self.tv_space,
             tv_time=self.tv_time,
+            llr=self.llr,
+            llr_block=self.llr_block,
             steps=self.steps,
             lr=self.lr,
             lr_final=self.lr / 3,

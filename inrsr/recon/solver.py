@@ -47,6 +47,8 @@ class FitSettings:
     render_frames: int | None  # also render the chosen model at this many frames over the cycle
     tv_stages: int  # times the TV weights may be lowered (by tv_factor) when the held-out error has settled
     tv_factor: float
+    llr: float = 0.0  # weight of the locally low-rank term (nuclear norm of each block's Casorati matrix)
+    llr_block: int = 8
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
 
@@ -114,9 +116,48 @@ def _take_columns(x: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, -1, index.expand(*x.shape[:-1], cols.shape[1]))
 
 
-def _tv(x: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
+def _tv(x: torch.Tensor, dim: int, eps: float = 1e-8, weight: torch.Tensor | None = None) -> torch.Tensor:
     d = torch.diff(x, dim=dim)
-    return torch.sqrt(d.real**2 + d.imag**2 + eps).mean()
+    mag = torch.sqrt(d.real**2 + d.imag**2 + eps)
+    return (mag * weight).mean() if weight is not None else mag.mean()
+
+
+def motion_weight(
+    kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, acs: tuple[int, int], scale: float
+) -> torch.Tensor:
+    """Weight of the temporal terms per pixel, ``(x, y)``, from the low-resolution cine of the ACS lines (the
+    training data of k-t SENSE): ``1 / (1 + m / scale)``, with ``m`` the RMS temporal deviation of that cine
+    relative to its largest mean magnitude. About 1 where nothing moves; low where the heart does.
+
+    ``kspace (t, C, kx, ky)``, ``mask (t, kx, ky)``, ``maps (C, x, y)``, ``acs`` the ACS ky lines ``[start, stop)``.
+    """
+    nt, nc, nx, ny = kspace.shape
+    window = torch.zeros(ny, dtype=torch.float32, device=kspace.device)
+    n = acs[1] - acs[0]
+    window[acs[0] : acs[1]] = torch.hann_window(n + 2, periodic=False, device=kspace.device)[1:-1]
+    low = (ifft2c(kspace * mask[:, None] * window) * maps.conj()).sum(1)  # (t, x, y)
+    mean = low.mean(0)
+    dev = torch.sqrt((low - mean).abs().pow(2).mean(0)) / mean.abs().max().clamp_min(1e-30)
+    return 1.0 / (1.0 + dev / scale)
+
+
+def _llr(
+    x: torch.Tensor, block: int, shift: tuple[int, int], weight: torch.Tensor | None = None, eps: float = 1e-12
+) -> torch.Tensor:
+    """Sum of the nuclear norms of the ``block x block`` Casorati matrices (pixels x frames) of ``x (t, x, y)``,
+    on a grid shifted by ``shift`` (wrapping round), each times the block's mean ``weight (x, y)``, divided by the
+    number of pixels. The singular values are the square roots of the eigenvalues of the frames' Gram matrix."""
+    nt, nx, ny = x.shape
+    xs = torch.roll(x, shifts=shift, dims=(1, 2))
+    bx, by = nx // block, ny // block
+    p = xs[:, : bx * block, : by * block].reshape(nt, bx, block, by, block).permute(1, 3, 2, 4, 0)
+    p = p.reshape(bx * by, block * block, nt)
+    lam = torch.linalg.eigvalsh(p.mH @ p)
+    nuc = torch.sqrt(lam.clamp_min(0) + eps).sum(-1)
+    if weight is not None:
+        ws = torch.roll(weight, shifts=shift, dims=(0, 1))[: bx * block, : by * block]
+        nuc = nuc * ws.reshape(bx, block, by, block).mean((1, 3)).reshape(-1)
+    return nuc.sum() / x.numel()
 
 
 def fit_slice(
@@ -128,6 +169,7 @@ def fit_slice(
     generator: torch.Generator | None = None,
     progress: Progress | None = None,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    time_weight: torch.Tensor | None = None,
 ) -> FitResult:
     """Train an image field (and coil field when ``settings.joint_coils``) on one slice.
 
@@ -176,6 +218,7 @@ def fit_slice(
     # held-out lines are noise-dominated, so the choice starts after a warm-up.
     warmup = int(settings.warmup * settings.steps)
     history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": []}
+    llr_gen = torch.Generator().manual_seed(0)
     step = 0
     stage, stage_start, tv_scale = 0, 0, 1.0
     for step in range(settings.steps):
@@ -196,7 +239,11 @@ def fit_slice(
         if settings.tv_space > 0:
             loss = loss + tv_scale * settings.tv_space * (_tv(image, 1) + _tv(image, 2))
         if settings.tv_time > 0 and nt > 1:
-            loss = loss + tv_scale * settings.tv_time * _tv(image, 0)
+            loss = loss + tv_scale * settings.tv_time * _tv(image, 0, weight=time_weight)
+        if settings.llr > 0 and nt > 1:
+            b = settings.llr_block
+            shift = tuple(int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
+            loss = loss + tv_scale * settings.llr * _llr(image, b, shift, weight=time_weight)
         with torch.no_grad():
             if has_hold:
                 hold = float((w_hold * power).sum()) / hold_norm
