@@ -49,6 +49,7 @@ class FitSettings:
     tv_factor: float
     llr: float = 0.0  # weight of the locally low-rank term (nuclear norm of each block's Casorati matrix)
     llr_block: int = 8
+    llr_every: int = 1  # the low-rank term on every n-th step only, n times as strong (a step costs less)
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
 
@@ -240,10 +241,11 @@ def fit_slice(
             loss = loss + tv_scale * settings.tv_space * (_tv(image, 1) + _tv(image, 2))
         if settings.tv_time > 0 and nt > 1:
             loss = loss + tv_scale * settings.tv_time * _tv(image, 0, weight=time_weight)
-        if settings.llr > 0 and nt > 1:
+        if settings.llr > 0 and nt > 1 and step % settings.llr_every == 0:
             b = settings.llr_block
             shift = tuple(int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
-            loss = loss + tv_scale * settings.llr * _llr(image, b, shift, weight=time_weight)
+            weight = tv_scale * settings.llr * settings.llr_every
+            loss = loss + weight * _llr(image, b, shift, weight=time_weight)
         with torch.no_grad():
             if has_hold:
                 hold = float((w_hold * power).sum()) / hold_norm

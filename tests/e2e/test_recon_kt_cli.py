@@ -117,6 +117,8 @@ def _undersampled(tmp_path, cine):
         ),
         (["KUS", "--accel", 4, "--pattern", "ktGaussian"], "this k-space is undersampled"),
         (["FULL", "--accel", 4, "--frames", 16, "--method", "zerofill"], "--frames renders the fitted model"),
+        (["FULL", "--accel", 4, "--pattern", "ktUniform", "--llr", -1], "--llr must be >= 0"),
+        (["FULL", "--accel", 4, "--acs-motion", -0.5], "--acs-motion must be >= 0"),
     ],
 )
 def test_bad_kt_and_frames_input_fails_in_one_line(tmp_path, full_file, cine, args, message):

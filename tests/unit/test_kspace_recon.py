@@ -178,7 +178,8 @@ def test_holdout_stopping_chooses_a_sensible_step():
 
     torch.manual_seed(0)
     maps_n = (maps / np.sqrt((np.abs(maps) ** 2).sum(0))).astype(np.complex64)
-    settings = replace(ReconConfig().for_mask(kt=False).fit_settings(), steps=250, patience=1000, lr=3e-2, lr_final=3e-2)
+    base = ReconConfig().for_mask(kt=False).fit_settings()
+    settings = replace(base, steps=250, patience=1000, lr=3e-2, lr_final=3e-2)
     fit = fit_slice(
         torch.from_numpy(kus) / scale,
         torch.from_numpy(train),
