@@ -129,7 +129,7 @@ def reconstruct_slice(
     ky)``."""
     device = device or resolve_device(config.device)
     start = time.perf_counter()
-    config = config.for_mask(kt=bool((mask != mask[:1]).any()))
+    config = config.for_mask(kt=M.changes_per_frame(mask))
     kspace = np.where(mask[:, None], kspace, 0).astype(np.complex64)
     coil_energy = None
     if config.virtual_coils and config.method != "zerofill":

@@ -51,7 +51,6 @@ class ReconConfig:
     # None: chosen by the mask (KT_SETTINGS when the lines change from frame to frame, FIXED_LINE_SETTINGS else)
     llr: float | None = None  # weight of the locally low-rank term (0: off)
     llr_block: int = 8
-    llr_every: int = 1
     acs_motion: float | None = None  # temporal terms weighted 1 / (1 + m / acs_motion) per pixel (0: uniform)
     tv_stages: int = 3  # times the regularisation weights may be lowered when the held-out error settles (0: fixed)
     tv_factor: float | None = None  # by this factor each time
@@ -132,7 +131,6 @@ class ReconConfig:
             tv_time=self.tv_time,
             llr=self.llr,
             llr_block=self.llr_block,
-            llr_every=self.llr_every,
             steps=self.steps,
             lr=self.lr,
             lr_final=self.lr / 3,

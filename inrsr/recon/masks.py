@@ -230,6 +230,20 @@ def effective_accel(mask: np.ndarray) -> float:
     return float(mask.size / max(int(mask.sum()), 1))
 
 
+def changes_per_frame(mask: np.ndarray) -> bool:
+    """Whether the frames that have samples sample different points (k-t sampling); frames without any are ignored.
+
+    >>> m = np.zeros((3, 2, 4), bool); m[:, :, 0] = True; m[1] = False
+    >>> changes_per_frame(m)
+    False
+    >>> m[2, :, 1] = True
+    >>> changes_per_frame(m)
+    True
+    """
+    sampled = mask[mask.reshape(mask.shape[0], -1).any(axis=1)]
+    return bool(len(sampled) and (sampled != sampled[:1]).any())
+
+
 def detect_acs(mask: np.ndarray) -> tuple[int, int]:
     """The ky lines of the autocalibration region, ``[start, stop)``: the contiguous run of central ky lines
     fully sampled in every frame that has samples, or, when there are no such lines (radial masks), the ky

@@ -49,7 +49,6 @@ class FitSettings:
     tv_factor: float
     llr: float = 0.0  # weight of the locally low-rank term (nuclear norm of each block's Casorati matrix)
     llr_block: int = 8
-    llr_every: int = 1  # the low-rank term on every n-th step only, n times as strong (a step costs less)
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
 
@@ -128,7 +127,8 @@ def motion_weight(
 ) -> torch.Tensor:
     """Weight of the temporal terms per pixel, ``(x, y)``, from the low-resolution cine of the ACS lines (the
     training data of k-t SENSE): ``1 / (1 + m / scale)``, with ``m`` the RMS temporal deviation of that cine
-    relative to its largest mean magnitude. About 1 where nothing moves; low where the heart does.
+    relative to its largest mean magnitude, over the frames that have ACS samples. About 1 where nothing moves; low
+    where the heart does.
 
     ``kspace (t, C, kx, ky)``, ``mask (t, kx, ky)``, ``maps (C, x, y)``, ``acs`` the ACS ky lines ``[start, stop)``.
     """
@@ -136,7 +136,10 @@ def motion_weight(
     window = torch.zeros(ny, dtype=torch.float32, device=kspace.device)
     n = acs[1] - acs[0]
     window[acs[0] : acs[1]] = torch.hann_window(n + 2, periodic=False, device=kspace.device)[1:-1]
-    low = (ifft2c(kspace * mask[:, None] * window) * maps.conj()).sum(1)  # (t, x, y)
+    has_acs = mask[:, :, acs[0] : acs[1]].flatten(1).any(1)  # frames without samples say nothing of motion
+    low = (ifft2c(kspace[has_acs] * mask[has_acs, None] * window) * maps.conj()).sum(1)  # (t, x, y)
+    if len(low) == 0:
+        return torch.ones(nx, ny, device=kspace.device)
     mean = low.mean(0)
     dev = torch.sqrt((low - mean).abs().pow(2).mean(0)) / mean.abs().max().clamp_min(1e-30)
     return 1.0 / (1.0 + dev / scale)
@@ -241,11 +244,10 @@ def fit_slice(
             loss = loss + tv_scale * settings.tv_space * (_tv(image, 1) + _tv(image, 2))
         if settings.tv_time > 0 and nt > 1:
             loss = loss + tv_scale * settings.tv_time * _tv(image, 0, weight=time_weight)
-        if settings.llr > 0 and nt > 1 and step % settings.llr_every == 0:
+        if settings.llr > 0 and nt > 1:
             b = settings.llr_block
             shift = tuple(int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
-            weight = tv_scale * settings.llr * settings.llr_every
-            loss = loss + weight * _llr(image, b, shift, weight=time_weight)
+            loss = loss + tv_scale * settings.llr * _llr(image, b, shift, weight=time_weight)
         with torch.no_grad():
             if has_hold:
                 hold = float((w_hold * power).sum()) / hold_norm

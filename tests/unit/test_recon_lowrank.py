@@ -48,6 +48,13 @@ def test_motion_weight_relaxes_where_the_heart_beats():
     moving, static = dev > 0.1, (dev < 0.01) & (np.abs(img).mean(0) > 0.2)
     assert moving.sum() > 50 and static.sum() > 500
     assert w[moving].mean() < 0.3 and w[static].mean() > 0.85
+    empty = mask.copy()
+    empty[1::2] = False  # frames without samples say nothing of motion
+    w2 = motion_weight(
+        torch.from_numpy(k), torch.from_numpy(empty), torch.from_numpy(maps), M.detect_acs(mask), scale=0.03
+    ).numpy()
+    assert w2[moving].mean() < 0.4 and w2[static].mean() > 0.85
+    assert not M.changes_per_frame(empty) and M.changes_per_frame(M.pattern_mask("ktUniform", NX, NY, NT, 8, 12))
 
 
 def test_settings_are_chosen_by_the_mask_unless_given():
