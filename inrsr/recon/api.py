@@ -186,6 +186,10 @@ def reconstruct_slice(
             "best_holdout_nmse": min(fit.history["holdout"]) if hold.any() else None,
             "holdout_lines": int(M.sampled_lines(hold).sum()),
             "tv_scale": fit.history["tv_scale"][fit.best_step],
+            # the settings the mask chose (k-t or fixed lines) where they were not given
+            "llr": config.llr,
+            "acs_motion": config.acs_motion,
+            "tv_factor": config.tv_factor,
             "fit_seconds": fit.seconds,
             "seconds_per_step": fit.seconds / max(fit.steps_run, 1),
             "seconds": time.perf_counter() - start,

@@ -78,5 +78,7 @@ def test_kt_settings_beat_the_fixed_line_settings_under_a_kt_mask():
     base = ReconConfig(steps=300, quiet=True, device="cpu")
     kt = reconstruct_slice(kus, mask, base)
     fixed = reconstruct_slice(kus, mask, ReconConfig(steps=300, quiet=True, device="cpu", **FIXED_LINE_SETTINGS))
+    assert (kt.info["llr"], kt.info["acs_motion"], kt.info["tv_factor"]) == tuple(KT_SETTINGS.values())
+    assert fixed.info["llr"] == 0
     gain = score_cine(gt, kt.image)["psnr"] - score_cine(gt, fixed.image)["psnr"]
     assert gain > 0.5, gain
