@@ -272,7 +272,7 @@ INRSR_VARIANTS = {
 VARIANT_ACCELS = (8,)
 KT_VARIANT_ROW = ("ktUniform", 16)
 CASES = ("phantom", "textured")
-KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24")
+KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24", "ktGaussian:16", "ktRadial:8")
 KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", "inrsr", "inrsr_kt_no_llr",
               "inrsr_kt_no_motion", "inrsr_kt_fixed_line")  # fmt: skip
 CLASSIC = ("sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr")
