@@ -122,6 +122,15 @@ def _tv(x: torch.Tensor, dim: int, eps: float = 1e-8, weight: torch.Tensor | Non
     return (mag * weight).mean() if weight is not None else mag.mean()
 
 
+def _acs_window(ny: int, acs: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """A Hann window over the ACS ky lines ``[start, stop)``, zero elsewhere: ``(ny,)``."""
+    window = torch.zeros(ny, dtype=torch.float32, device=device)
+    n = acs[1] - acs[0]
+    if n > 0:
+        window[acs[0] : acs[1]] = torch.hann_window(n + 2, periodic=False, device=device)[1:-1]
+    return window
+
+
 def motion_weight(
     kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, acs: tuple[int, int], scale: float
 ) -> torch.Tensor:
@@ -133,9 +142,7 @@ def motion_weight(
     ``kspace (t, C, kx, ky)``, ``mask (t, kx, ky)``, ``maps (C, x, y)``, ``acs`` the ACS ky lines ``[start, stop)``.
     """
     nt, nc, nx, ny = kspace.shape
-    window = torch.zeros(ny, dtype=torch.float32, device=kspace.device)
-    n = acs[1] - acs[0]
-    window[acs[0] : acs[1]] = torch.hann_window(n + 2, periodic=False, device=kspace.device)[1:-1]
+    window = _acs_window(ny, acs, kspace.device)
     has_acs = mask[:, :, acs[0] : acs[1]].flatten(1).any(1)  # frames without samples say nothing of motion
     low = (ifft2c(kspace[has_acs] * mask[has_acs, None] * window) * maps.conj()).sum(1)  # (t, x, y)
     if len(low) == 0:
@@ -299,10 +306,7 @@ def lowres_maps(kspace: torch.Tensor, mask: torch.Tensor, acs: tuple[int, int]) 
     nt, nc, nx, ny = kspace.shape
     m = mask[:, None].float()
     avg = (kspace * m).sum(0) / m.sum(0).clamp_min(1)
-    window = torch.zeros(ny, dtype=torch.float32, device=kspace.device)
-    n = acs[1] - acs[0]
-    if n > 0:
-        window[acs[0] : acs[1]] = torch.hann_window(n + 2, periodic=False, device=kspace.device)[1:-1]
+    window = _acs_window(ny, acs, kspace.device)
     wx = torch.hann_window(nx + 2, periodic=False, device=kspace.device)[1:-1]
     coil = ifft2c(avg * window * wx[:, None])
     return coil / torch.sqrt((coil.abs() ** 2).sum(0, keepdim=True) + 1e-12 * float(coil.abs().max() ** 2 + 1e-30))
