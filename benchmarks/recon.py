@@ -34,12 +34,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# inrsr first: it sets the OpenMP spin count the command runs with, read when PyTorch loads its OpenMP runtime
+import inrsr  # noqa: E402, F401, I001
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from inrsr.devices import flush_subnormals_from_the_start  # noqa: E402
 from inrsr.forward.kspace import fft2c, ifft2c  # noqa: E402
 from inrsr.recon import masks as M  # noqa: E402
 from inrsr.recon.api import ReconConfig, reconstruct_slice  # noqa: E402
@@ -348,6 +351,7 @@ def main() -> None:
         "--merge", action="store_true", help="keep the saved JSON's rows of the (case, pattern) pairs not run now"
     )
     args = parser.parse_args()
+    flush_subnormals_from_the_start()  # as the command does: before any parallel PyTorch operation
     out = ROOT / "benchmarks" / "results" / "recon.json"
     if args.render:
         table = render_table(json.loads(out.read_text()))

@@ -66,6 +66,27 @@ def ensure_memory(n_bytes: float, what: str) -> None:
         )
 
 
+def flush_subnormals_from_the_start() -> bool:
+    """Flush subnormal floats to zero (FTZ/DAZ) in this thread and in the OpenMP workers PyTorch starts later:
+    call it first thing in a program, before any parallel PyTorch operation (the ``inrsr`` command does). A
+    thread copies the flag of the thread that starts it, so the workers started afterwards share it, and
+    :func:`run_flushing_subnormals` can then run its function in place. Returns whether the CPU has the flag."""
+    return bool(torch.set_flush_denormal(True))
+
+
+def threads_flush_subnormals() -> bool:
+    """Whether this thread and the intra-op workers it uses flush subnormals: half of a subnormal, over a tensor
+    large enough to be split between the threads, is zero everywhere.
+
+    >>> import threading
+    >>> box = []
+    >>> worker = threading.Thread(target=lambda: box.append(threads_flush_subnormals())); worker.start(); worker.join()
+    >>> box
+    [False]
+    """
+    return int((torch.full((1 << 18,), 1e-39) * 0.5).count_nonzero()) == 0
+
+
 def run_flushing_subnormals(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """``fn(*args, **kwargs)`` with subnormal floats flushed to zero (FTZ/DAZ) in every CPU thread doing its work.
 
@@ -73,10 +94,16 @@ def run_flushing_subnormals(fn: Callable[..., T], *args: object, **kwargs: objec
     EPYC, ``sqrt`` of float32 subnormals is 20 times slower than of normal numbers), so a fit whose values drift
     into that range would slow down for reasons of content alone. The flag is a property of each thread, and
     ``torch.set_flush_denormal`` sets only the calling thread's: the intra-op (OpenMP) workers PyTorch has
-    already started keep theirs, and half of a two-thread operation would still see subnormals. So ``fn`` runs
-    on a fresh thread that sets the flag first; the workers it starts copy it. The caller's thread is left as it
-    was, and so is its grad mode inside ``fn``. Where the CPU has no such flag, ``fn`` just runs.
+    already started keep theirs, and half of a two-thread operation would still see subnormals.
+
+    Where every thread flushes already (:func:`flush_subnormals_from_the_start` was called first), ``fn`` runs in
+    place. Otherwise it runs on a fresh thread that sets the flag first; the workers it starts copy it. That
+    works anywhere but is slower: two OpenMP teams then share the cores, and OpenMP makes waiting workers of
+    oversubscribed teams sleep rather than spin (a recon step about 20% slower on 2 cores). The caller's thread
+    is left as it was, and so is its grad mode inside ``fn``. Where the CPU has no such flag, ``fn`` just runs.
     """
+    if threads_flush_subnormals():
+        return fn(*args, **kwargs)
     grad = torch.is_grad_enabled()
     box: dict[str, object] = {}
 

@@ -195,10 +195,14 @@ def recon_command(
 
     Example: inrsr recon cine_sax.mat --accel 8 -o cine.nii.gz --report report.json --qc cine.png
     """
+    from ..devices import flush_subnormals_from_the_start
     from ..recon.api import reconstruct_file
     from ..recon.output import print_summary, print_warnings, write_outputs
     from .common import JSON, NIFTI, PNG, check_outputs
 
+    # before any parallel PyTorch operation: the OpenMP workers started later flush subnormals too, and the fit
+    # runs on this thread (see run_flushing_subnormals)
+    flush_subnormals_from_the_start()
     check_outputs(
         ("-o", output, NIFTI), ("--save-mat", save_mat, (".mat",)), ("--report", report, JSON), ("--qc", qc, PNG)
     )

@@ -108,6 +108,12 @@ def centred_dft_matrix(
     return d.to(device=device, dtype=dtype)
 
 
+def _fft_x(z: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """The centred orthonormal 1D FFT (or its inverse) over the second-to-last axis (readout)."""
+    fft = torch.fft.ifft if inverse else torch.fft.fft
+    return torch.fft.fftshift(fft(torch.fft.ifftshift(z, dim=-2), dim=-2, norm="ortho"), dim=-2)
+
+
 class FFT2cColumns(Linop):
     """:func:`fft2c` evaluated on selected phase-encode columns only: ``(*batch, X, Y) -> (*batch, X, K)``
     equals ``fft2c(x)[..., cols]``.
@@ -146,8 +152,7 @@ class FFT2cColumns(Linop):
         return torch.bmm(x.reshape(lead[0], -1, x.shape[-1]), dft).reshape(*lead, dft.shape[-1])
 
     def _apply(self, x: torch.Tensor) -> torch.Tensor:
-        z = self._rows(x, self.dft)
-        return torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(z, dim=-2), dim=-2, norm="ortho"), dim=-2)
+        return _fft_x(self._rows(x, self.dft))
 
     def _adjoint(self) -> Linop:
         return _FFT2cColumnsAdjoint(self)
@@ -159,11 +164,93 @@ class _FFT2cColumnsAdjoint(Linop):
         self.op = op
 
     def _apply(self, k: torch.Tensor) -> torch.Tensor:
-        z = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(k, dim=-2), dim=-2, norm="ortho"), dim=-2)
-        return self.op._rows(z, self.op.dft.conj().transpose(-1, -2))
+        return self.op._rows(_fft_x(k, inverse=True), self.op.dft.conj().transpose(-1, -2))
 
     def _adjoint(self) -> Linop:
         return self.op
+
+
+class SenseColumns(Linop):
+    """``FFT2cColumns * Coils(maps)`` in one operator: a cine ``(T, X, Y)`` -> its coil k-space on the sampled
+    columns ``(T, C, X, K)``, with fixed maps ``(C, X, Y)``.
+
+    The same numbers as composing the two, computed frame by frame (a frame's coil images stay in the CPU's
+    cache between the coil product and the column DFT) and differentiated through the adjoint (inverse FFT over
+    ``x``, conjugate DFT rows, conjugate-map coil combination) instead of through autograd's copies of the
+    coil images. When the columns are all of them, in order (radial k-t sampling crosses every column), a full
+    2D FFT replaces the DFT matrix: ``Y log Y`` operations per row instead of ``Y * K``. With even ``X`` and
+    ``Y`` its shifts are signs instead of copies: the centred DFT of ``x`` is ``(-1)^(k - n/2)`` times the DFT of
+    ``(-1)^j x_j``, so the maps carry one checkerboard and k-space the other.
+    """
+
+    def __init__(self, maps: torch.Tensor, cols: torch.Tensor, n_frames: int) -> None:
+        nc, nx, ny = maps.shape
+        self.columns = FFT2cColumns((n_frames, nc, nx, ny), cols.to(maps.device)).to(maps.dtype)
+        super().__init__((n_frames, nx, ny), self.columns.oshape)
+        self.maps = maps.detach()
+        self.maps_conj = self.maps.conj().resolve_conj()
+        dft = self.columns.dft
+        self.dft_h = dft.conj().transpose(-1, -2).resolve_conj().contiguous()
+        self.all_columns = cols.ndim == 1 and torch.equal(cols.cpu(), torch.arange(ny))
+        self.signs: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.all_columns and nx % 2 == 0 and ny % 2 == 0:
+            j = torch.arange(nx, device=maps.device)[:, None] + torch.arange(ny, device=maps.device)
+            checker = 1.0 - 2.0 * (j % 2).to(self.maps.real.dtype)
+            self.signs = (self.maps * checker, checker * (-1) ** ((nx + ny) // 2))  # (image, k-space)
+
+    def frame_dft(self, dft: torch.Tensor, t: int) -> torch.Tensor:
+        return dft[t] if dft.ndim == 3 else dft
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        return _SenseColumnsFunction.apply(x, self)
+
+    def _adjoint(self) -> Linop:
+        return _SenseColumnsAdjoint(self)
+
+
+class _SenseColumnsAdjoint(Linop):
+    def __init__(self, op: SenseColumns) -> None:
+        super().__init__(op.oshape, op.ishape)
+        self.op = op
+
+    def _apply(self, k: torch.Tensor) -> torch.Tensor:
+        op = self.op
+        if op.signs is not None:
+            return (torch.fft.ifft2(k * op.signs[1], norm="ortho") * op.signs[0].conj()).sum(-3)
+        if op.all_columns:
+            return (ifft2c(k) * op.maps_conj).sum(-3)
+        nt, nc, nx, n_cols = k.shape
+        z = _fft_x(k, inverse=True).reshape(nt, nc * nx, n_cols)
+        out = k.new_empty(op.ishape)
+        buf = k.new_empty(nc * nx, op.ishape[-1])
+        for t in range(nt):
+            torch.mm(z[t], op.frame_dft(op.dft_h, t), out=buf)
+            torch.sum(buf.view(nc, nx, -1).mul_(op.maps_conj), 0, out=out[t])
+        return out
+
+    def _adjoint(self) -> Linop:
+        return self.op
+
+
+class _SenseColumnsFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, op: SenseColumns) -> torch.Tensor:  # type: ignore[override]
+        ctx.op = op
+        if op.signs is not None:
+            return torch.fft.fft2(x.unsqueeze(-3) * op.signs[0], norm="ortho").mul_(op.signs[1])
+        if op.all_columns:
+            return fft2c(x.unsqueeze(-3) * op.maps)
+        nt, nx, ny = x.shape
+        nc = op.maps.shape[0]
+        z = x.new_empty(nt, nc * nx, op.oshape[-1])
+        coil = x.new_empty(nc, nx, ny)
+        for t in range(nt):
+            torch.mm(torch.mul(x[t], op.maps, out=coil).view(nc * nx, ny), op.frame_dft(op.columns.dft, t), out=z[t])
+        return _fft_x(z.view(op.oshape))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return ctx.op.H(grad.contiguous()), None
 
 
 class Multiply(Linop):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..forward.kspace import FFT2cColumns, fft2c, ifft2c, rss
+from ..forward.kspace import FFT2cColumns, SenseColumns, fft2c, ifft2c, rss
 from ..progress import Progress
 from .model import CineField, CoilField
 
@@ -152,6 +152,26 @@ def motion_weight(
     return 1.0 / (1.0 + dev / scale)
 
 
+class _NuclearNorms(torch.autograd.Function):
+    """Nuclear norms of a batch of matrices ``p (B, n, t)`` -> ``(B,)``: ``sum_i sqrt(lambda_i + eps)`` over the
+    eigenvalues of the Gram matrices ``p^H p``, clamped at zero. Gradient: ``p V diag(1 / sqrt(lambda + eps))
+    V^H`` (zero on the clamped ones), from the same eigendecomposition (autograd's would also differentiate the
+    Gram product)."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+        lam, vec = torch.linalg.eigh(p.mH @ p)
+        root = torch.sqrt(lam.clamp_min(0) + eps)
+        ctx.save_for_backward(p, vec, torch.where(lam > 0, 1 / root, 0.0))
+        return root.sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        p, vec, inv_root = ctx.saved_tensors
+        scaled = vec * (grad[:, None] * inv_root).unsqueeze(-2)
+        return p @ (scaled @ vec.mH), None
+
+
 def _llr(
     x: torch.Tensor, block: int, shift: tuple[int, int], weight: torch.Tensor | None = None, eps: float = 1e-12
 ) -> torch.Tensor:
@@ -163,8 +183,7 @@ def _llr(
     bx, by = nx // block, ny // block
     p = xs[:, : bx * block, : by * block].reshape(nt, bx, block, by, block).permute(1, 3, 2, 4, 0)
     p = p.reshape(bx * by, block * block, nt)
-    lam = torch.linalg.eigvalsh(p.mH @ p)
-    nuc = torch.sqrt(lam.clamp_min(0) + eps).sum(-1)
+    nuc = _NuclearNorms.apply(p, eps)
     if weight is not None:
         ws = torch.roll(weight, shifts=shift, dims=(0, 1))[: bx * block, : by * block]
         nuc = nuc * ws.reshape(bx, block, by, block).mean((1, 3)).reshape(-1)
@@ -213,6 +232,7 @@ def fit_slice(
     # Only the sampled ky columns are ever compared with data: the forward model computes just those.
     cols, valid = sampled_columns(train_mask | holdout_mask)
     fft_cols = FFT2cColumns((nt, nc, nx, ny), cols.to(device))
+    sense = SenseColumns(maps, cols, nt) if coil_field is None else None  # fixed maps: the fused operator
     y = _take_columns(kspace, cols)  # (t, C, kx, K)
     w_train = (_take_columns(train_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)  # (t, 1, kx, K)
     w_hold = (_take_columns(holdout_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)
@@ -221,7 +241,7 @@ def fit_slice(
     n_pix = nt * nx * ny
 
     def forward(img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return fft_cols(img[:, None] * s)
+        return sense(img) if sense is not None else fft_cols(img[:, None] * s)
 
     best = (float("inf"), -1, None, None)
     best_state: dict[str, torch.Tensor] = {}  # the chosen step's model, kept only to render other frames

@@ -1,7 +1,7 @@
-"""CPU threads: waiting OpenMP workers sleep (a run on shared cores must not crawl), and subnormal floats are
-flushed to zero in every thread of the recon fit (its speed must not depend on the image content).
+"""CPU threads: waiting OpenMP workers spin only briefly (a run on shared cores must not crawl), and subnormal
+floats are flushed to zero in every thread of the recon fit (its speed must not depend on the image content).
 
-Checked without timing anything: the OpenMP runtime reports its wait policy, and half of a subnormal is zero only
+Checked without timing anything: the OpenMP runtime reports its spin count, and half of a subnormal is zero only
 where the flag is set, over a tensor large enough to be split between two intra-op threads.
 """
 
@@ -62,20 +62,38 @@ def test_the_recon_fit_runs_with_subnormals_flushed(two_threads, monkeypatch):
     assert seen == [0] and res.image.shape == (nt, nx, ny)
 
 
-def _omp_env(**env: str) -> tuple[str, str]:
-    """What a fresh interpreter that imports inrsr, then torch, reports: (its OMP_WAIT_POLICY, OpenMP's own)."""
-    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "import os, inrsr, torch; torch.ones(8).sum(); print(os.environ.get('OMP_WAIT_POLICY'))"
+def _omp_env(**env: str) -> dict[str, str]:
+    """The OpenMP settings a fresh interpreter that imports inrsr, then torch, runs with: the environment's, and
+    the runtime's own where it displays them."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, inrsr, torch; torch.ones(8).sum(); print(os.environ.get('GOMP_SPINCOUNT'))"
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**clean, "OMP_DISPLAY_ENV": "TRUE", **env}
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**clean, "OMP_DISPLAY_ENV": "VERBOSE", **env}
     )
     assert proc.returncode == 0, proc.stderr
-    shown = [line.split("=")[1].strip(" '") for line in proc.stderr.splitlines() if "OMP_WAIT_POLICY" in line]
-    return proc.stdout.strip(), shown[0] if shown else ""
+    shown = dict(
+        (line.split("=")[0].strip(), line.split("=")[1].strip(" '")) for line in proc.stderr.splitlines() if "=" in line
+    )
+    return {"env": proc.stdout.strip(), "runtime": shown.get("GOMP_SPINCOUNT", "")}
 
 
-def test_openmp_workers_wait_passively_unless_told_otherwise():
-    own, runtime = _omp_env()
-    assert own == "PASSIVE"
-    assert runtime in ("PASSIVE", "")  # "" where the OpenMP runtime does not display its settings
-    assert _omp_env(OMP_WAIT_POLICY="ACTIVE")[0] == "ACTIVE"
+def test_openmp_workers_spin_briefly_unless_told_otherwise():
+    settings = _omp_env()
+    assert settings["env"] == "10000"
+    assert settings["runtime"] in ("10000", "")  # "" where the OpenMP runtime does not display its settings
+    assert _omp_env(OMP_WAIT_POLICY="PASSIVE")["env"] == "None"  # a policy the user chose is left alone
+    assert _omp_env(GOMP_SPINCOUNT="5")["env"] == "5"
+
+
+def test_flushing_from_the_start_runs_the_fit_in_place():
+    code = (
+        "import threading, torch\n"
+        "from inrsr.devices import flush_subnormals_from_the_start, run_flushing_subnormals, threads_flush_subnormals\n"
+        "flush_subnormals_from_the_start()\n"
+        "torch.set_num_threads(2)\n"
+        "main = threading.get_ident()\n"
+        "print(threads_flush_subnormals(), run_flushing_subnormals(threading.get_ident) == main)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]  # every thread flushes, and the fit runs on the caller's thread

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from inrsr.forward.kspace import Coils, FFT2c, FFT2cColumns, Multiply, fft2c, ifft2c, rss, sense_operator
+from inrsr.forward.kspace import (
+    Coils,
+    FFT2c,
+    FFT2cColumns,
+    Multiply,
+    SenseColumns,
+    fft2c,
+    ifft2c,
+    rss,
+    sense_operator,
+)
 
 
 def _rand(shape, seed=0):
@@ -47,6 +57,10 @@ def test_operators_are_adjoint_and_linear(odd):
         sense_operator(maps, mask, (t,)),
         FFT2cColumns((t, c, nx, ny), torch.tensor([1, ny // 2, ny - 2])).to(torch.complex128),
         FFT2cColumns((t, c, nx, ny), torch.tensor([[1, 3], [0, ny - 1]])[:t]).to(torch.complex128),
+        SenseColumns(maps, torch.tensor([0, 2, ny - 1]), t),
+        SenseColumns(maps, torch.tensor([[1, 3], [0, ny - 1]])[:t], t),
+        SenseColumns(maps, torch.arange(ny), t),
+        SenseColumns(_rand((c, 2 * nx, 2 * ny), 7), torch.arange(2 * ny), t),
     ]
     for op in ops:
         x, y = _rand(op.ishape, 4), _rand(op.oshape, 5)
@@ -91,3 +105,33 @@ def test_per_frame_columns_equal_each_frames_own_columns():
         torch.testing.assert_close(out[t], full[t][..., cols[t]])
     with pytest.raises(ValueError, match="per-frame columns"):
         FFT2cColumns((2, 2, 7, 9), cols)
+
+
+@pytest.mark.parametrize("columns", ["shared", "per_frame", "all", "all_even"])
+def test_fused_sense_columns_equal_the_composition_and_its_gradient(columns):
+    t, c, nx, ny = 3, 4, 10 if columns == "all_even" else 9, 8
+    maps = _rand((c, nx, ny), 1).to(torch.complex64)
+    cols = {
+        "shared": torch.tensor([1, 4, 6]),
+        "per_frame": torch.tensor([[0, 3, 5], [1, 2, 7], [4, 5, 6]]),
+        "all": torch.arange(ny),
+        "all_even": torch.arange(ny),
+    }[columns]
+    x = _rand((t, nx, ny), 2).to(torch.complex64)
+    y = _rand((t, c, nx, cols.shape[-1]), 3).to(torch.complex64)
+
+    def loss_and_grad(fn):
+        xr = x.clone().requires_grad_(True)
+        r = fn(xr) - y
+        loss = (r.real**2 + r.imag**2).sum()
+        loss.backward()
+        return loss.detach(), xr.grad
+
+    composed = FFT2cColumns((t, c, nx, ny), cols)
+    ref_loss, ref_grad = loss_and_grad(lambda v: composed(v[:, None] * maps))
+    op = SenseColumns(maps, cols, t)
+    assert op.all_columns == columns.startswith("all")
+    assert (op.signs is not None) == (columns == "all_even")  # even sizes: signs instead of shifts
+    loss, grad = loss_and_grad(op)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-4)
