@@ -188,7 +188,13 @@ class SenseColumns(Linop):
         self.columns = FFT2cColumns((n_frames, nc, nx, ny), cols.to(maps.device)).to(maps.dtype)
         super().__init__((n_frames, nx, ny), self.columns.oshape)
         self.maps = maps.detach()
-        self.maps_conj = self.maps.conj().resolve_conj()
+        # even X: the shifts of the FFT over x are signs, (-1)^x on the maps and (-1)^(kx - X/2) on k-space
+        self.kx_signs: torch.Tensor | None = None
+        self.column_maps = self.maps
+        if nx % 2 == 0:
+            sx = 1.0 - 2.0 * (torch.arange(nx, device=maps.device) % 2).to(self.maps.real.dtype)[:, None]
+            self.kx_signs, self.column_maps = sx * (-1) ** (nx // 2), self.maps * sx
+        self.column_maps_conj = self.column_maps.conj().resolve_conj()
         dft = self.columns.dft
         self.dft_h = dft.conj().transpose(-1, -2).resolve_conj().contiguous()
         self.all_columns = cols.ndim == 1 and torch.equal(cols.cpu(), torch.arange(ny))
@@ -218,14 +224,17 @@ class _SenseColumnsAdjoint(Linop):
         if op.signs is not None:
             return (torch.fft.ifft2(k * op.signs[1], norm="ortho") * op.signs[0].conj()).sum(-3)
         if op.all_columns:
-            return (ifft2c(k) * op.maps_conj).sum(-3)
+            return (ifft2c(k) * op.maps.conj()).sum(-3)
         nt, nc, nx, n_cols = k.shape
-        z = _fft_x(k, inverse=True).reshape(nt, nc * nx, n_cols)
+        if op.kx_signs is not None:
+            z = torch.fft.ifft(k * op.kx_signs, dim=-2, norm="ortho").reshape(nt, nc * nx, n_cols)
+        else:
+            z = _fft_x(k, inverse=True).reshape(nt, nc * nx, n_cols)
         out = k.new_empty(op.ishape)
         buf = k.new_empty(nc * nx, op.ishape[-1])
         for t in range(nt):
             torch.mm(z[t], op.frame_dft(op.dft_h, t), out=buf)
-            torch.sum(buf.view(nc, nx, -1).mul_(op.maps_conj), 0, out=out[t])
+            torch.sum(buf.view(nc, nx, -1).mul_(op.column_maps_conj), 0, out=out[t])
         return out
 
     def _adjoint(self) -> Linop:
@@ -245,7 +254,10 @@ class _SenseColumnsFunction(torch.autograd.Function):
         z = x.new_empty(nt, nc * nx, op.oshape[-1])
         coil = x.new_empty(nc, nx, ny)
         for t in range(nt):
-            torch.mm(torch.mul(x[t], op.maps, out=coil).view(nc * nx, ny), op.frame_dft(op.columns.dft, t), out=z[t])
+            coil = torch.mul(x[t], op.column_maps, out=coil)
+            torch.mm(coil.view(nc * nx, ny), op.frame_dft(op.columns.dft, t), out=z[t])
+        if op.kx_signs is not None:
+            return torch.fft.fft(z.view(op.oshape), dim=-2, norm="ortho").mul_(op.kx_signs)
         return _fft_x(z.view(op.oshape))
 
     @staticmethod

@@ -238,6 +238,12 @@ def fit_slice(
     w_hold = (_take_columns(holdout_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)
     has_hold = bool(holdout_mask.any())
     hold_norm = float((w_hold * y.abs() ** 2).sum()) if has_hold else 1.0
+    # Where most computed samples are not measured (radial k-t masks cross every column, each frame in a few
+    # points), the loss reads just the measured ones: its element-wise work shrinks by that share.
+    measured = ((w_train + w_hold) > 0).expand(y.shape)
+    sparse = float(measured.float().mean()) < 0.5
+    if sparse:
+        y, w_train, w_hold = (v.expand(y.shape).masked_select(measured) for v in (y, w_train, w_hold))
     n_pix = nt * nx * ny
 
     def forward(img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -257,6 +263,8 @@ def fit_slice(
         image = model.render()  # (t, x, y)
         s = coil_field.maps() if coil_field is not None else maps
         pred = forward(image, s)
+        if sparse:
+            pred = pred.masked_select(measured)
         r = pred - y
         power = r.real**2 + r.imag**2  # (t, C, kx, K); the held-out error reads it too
         if settings.loss == "huber":
