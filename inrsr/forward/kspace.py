@@ -85,6 +85,17 @@ class Compose(Linop):
         return Compose(self.inner.H, self.outer.H)
 
 
+class _AdjointOf(Linop):
+    """The adjoint of ``op``: its shapes swapped, and ``op`` its own adjoint. Subclasses give ``_apply``."""
+
+    def __init__(self, op: Linop) -> None:
+        super().__init__(op.oshape, op.ishape)
+        self.op = op
+
+    def _adjoint(self) -> Linop:
+        return self.op
+
+
 class FFT2c(Linop):
     """Centred orthonormal 2D FFT over the last two axes; unitary, so its adjoint is its inverse."""
 
@@ -106,6 +117,15 @@ def centred_dft_matrix(
     eye = torch.eye(n, dtype=torch.complex128)
     d = torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(eye, dim=0), dim=0, norm="ortho"), dim=0)
     return d.to(device=device, dtype=dtype)
+
+
+def _alternating(n: int, like: torch.Tensor) -> torch.Tensor:
+    """``(-1)^j`` for ``j < n``, real, in the real dtype and on the device of ``like``.
+
+    With an even ``n`` the centred DFT is a plain DFT between two of them:
+    ``fftshift(fft(ifftshift(x)))[k] = (-1)^(k - n/2) fft((-1)^j x_j)[k]``.
+    """
+    return 1.0 - 2.0 * (torch.arange(n, device=like.device) % 2).to(like.real.dtype)
 
 
 def _fft_x(z: torch.Tensor, inverse: bool = False) -> torch.Tensor:
@@ -158,16 +178,11 @@ class FFT2cColumns(Linop):
         return _FFT2cColumnsAdjoint(self)
 
 
-class _FFT2cColumnsAdjoint(Linop):
-    def __init__(self, op: FFT2cColumns) -> None:
-        super().__init__(op.oshape, op.ishape)
-        self.op = op
+class _FFT2cColumnsAdjoint(_AdjointOf):
+    op: FFT2cColumns
 
     def _apply(self, k: torch.Tensor) -> torch.Tensor:
         return self.op._rows(_fft_x(k, inverse=True), self.op.dft.conj().transpose(-1, -2))
-
-    def _adjoint(self) -> Linop:
-        return self.op
 
 
 class SenseColumns(Linop):
@@ -192,17 +207,16 @@ class SenseColumns(Linop):
         self.kx_signs: torch.Tensor | None = None
         self.column_maps = self.maps
         if nx % 2 == 0:
-            sx = 1.0 - 2.0 * (torch.arange(nx, device=maps.device) % 2).to(self.maps.real.dtype)[:, None]
+            sx = _alternating(nx, self.maps)[:, None]
             self.kx_signs, self.column_maps = sx * (-1) ** (nx // 2), self.maps * sx
         self.column_maps_conj = self.column_maps.conj().resolve_conj()
         dft = self.columns.dft
         self.dft_h = dft.conj().transpose(-1, -2).resolve_conj().contiguous()
         self.all_columns = cols.ndim == 1 and torch.equal(cols.cpu(), torch.arange(ny))
-        self.signs: tuple[torch.Tensor, torch.Tensor] | None = None
-        if self.all_columns and nx % 2 == 0 and ny % 2 == 0:
-            j = torch.arange(nx, device=maps.device)[:, None] + torch.arange(ny, device=maps.device)
-            checker = 1.0 - 2.0 * (j % 2).to(self.maps.real.dtype)
-            self.signs = (self.maps * checker, checker * (-1) ** ((nx + ny) // 2))  # (image, k-space)
+        self.signs: tuple[torch.Tensor, torch.Tensor] | None = None  # (image, k-space), both axes
+        if self.all_columns and self.kx_signs is not None and ny % 2 == 0:
+            sy = _alternating(ny, self.maps)
+            self.signs = (self.column_maps * sy, self.kx_signs * sy * (-1) ** (ny // 2))
 
     def frame_dft(self, dft: torch.Tensor, t: int) -> torch.Tensor:
         return dft[t] if dft.ndim == 3 else dft
@@ -214,10 +228,8 @@ class SenseColumns(Linop):
         return _SenseColumnsAdjoint(self)
 
 
-class _SenseColumnsAdjoint(Linop):
-    def __init__(self, op: SenseColumns) -> None:
-        super().__init__(op.oshape, op.ishape)
-        self.op = op
+class _SenseColumnsAdjoint(_AdjointOf):
+    op: SenseColumns
 
     def _apply(self, k: torch.Tensor) -> torch.Tensor:
         op = self.op
@@ -236,9 +248,6 @@ class _SenseColumnsAdjoint(Linop):
             torch.mm(z[t], op.frame_dft(op.dft_h, t), out=buf)
             torch.sum(buf.view(nc, nx, -1).mul_(op.column_maps_conj), 0, out=out[t])
         return out
-
-    def _adjoint(self) -> Linop:
-        return self.op
 
 
 class _SenseColumnsFunction(torch.autograd.Function):
@@ -302,16 +311,11 @@ class Coils(Linop):
         return _CoilCombine(self)
 
 
-class _CoilCombine(Linop):
-    def __init__(self, coils: Coils) -> None:
-        super().__init__(coils.oshape, coils.ishape)
-        self.coils = coils
+class _CoilCombine(_AdjointOf):
+    op: Coils
 
     def _apply(self, y: torch.Tensor) -> torch.Tensor:
-        return (y * self.coils.maps.conj()).sum(-3)
-
-    def _adjoint(self) -> Linop:
-        return self.coils
+        return (y * self.op.maps.conj()).sum(-3)
 
 
 def sense_operator(maps: torch.Tensor, mask: torch.Tensor, batch: Sequence[int] = ()) -> Linop:

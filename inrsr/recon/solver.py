@@ -231,8 +231,9 @@ def fit_slice(
 
     # Only the sampled ky columns are ever compared with data: the forward model computes just those.
     cols, valid = sampled_columns(train_mask | holdout_mask)
-    fft_cols = FFT2cColumns((nt, nc, nx, ny), cols.to(device))
-    sense = SenseColumns(maps, cols, nt) if coil_field is None else None  # fixed maps: the fused operator
+    # fixed maps: the fused operator; learned maps: autograd through their product with the image
+    sense = SenseColumns(maps, cols, nt) if coil_field is None else None
+    fft_cols = FFT2cColumns((nt, nc, nx, ny), cols.to(device)) if coil_field is not None else None
     y = _take_columns(kspace, cols)  # (t, C, kx, K)
     w_train = (_take_columns(train_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)  # (t, 1, kx, K)
     w_hold = (_take_columns(holdout_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)
@@ -247,7 +248,10 @@ def fit_slice(
     n_pix = nt * nx * ny
 
     def forward(img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return sense(img) if sense is not None else fft_cols(img[:, None] * s)
+        if sense is not None:
+            return sense(img)
+        assert fft_cols is not None
+        return fft_cols(img[:, None] * s)
 
     best = (float("inf"), -1, None, None)
     best_state: dict[str, torch.Tensor] = {}  # the chosen step's model, kept only to render other frames
