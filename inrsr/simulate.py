@@ -30,22 +30,6 @@ def parse_axis(axis: str | int) -> int:
     return AXES[key]
 
 
-def parse_numbers(text: str, count: int, option: str, expected: str) -> list[float]:
-    """``count`` comma-separated finite numbers from an option's text; otherwise an :class:`InputError` saying
-    what ``option`` expects.
-
-    >>> parse_numbers("1, 2,3", 3, "--rotate", "three angles")
-    [1.0, 2.0, 3.0]
-    """
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != count or not all(np.isfinite(values)):
-        raise InputError(f"{option} {text!r}: expected {expected}")
-    return values
-
-
 def stack_geometry(
     hr: Volume,
     axis: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import sys
@@ -37,6 +38,22 @@ QcOpt = Annotated[
         "and the key figures.",
     ),
 ]
+
+
+def parse_numbers(text: str, count: int, option: str, expected: str) -> list[float]:
+    """``count`` comma-separated finite numbers from an option's text; otherwise an :class:`InputError` saying
+    what ``option`` expects.
+
+    >>> parse_numbers("1, 2,3", 3, "--rotate", "three angles")
+    [1.0, 2.0, 3.0]
+    """
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise InputError(f"{option} {text!r}: expected {expected}")
+    return values
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

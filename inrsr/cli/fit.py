@@ -136,18 +136,13 @@ def fit_command(
     version and command line, the input stacks and the settings.
     """
     import numpy as np
-    import torch
 
     from .. import geometry
     from ..errors import InputError
-    from ..fit import fit_stacks
-    from ..io.checkpoints import save_checkpoint
     from ..io.nifti import load_volume, save_volume
     from ..io.sidecar import write_provenance
-    from ..model import CHECKPOINT_KIND
-    from ..render import render
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    # Every input and output is checked before PyTorch loads (seconds), so that bad input fails at once.
     check_outputs(
         ("-o", output, NIFTI),
         ("--uncertainty", uncertainty, NIFTI),
@@ -182,6 +177,11 @@ def fit_command(
         step = geometry.parse_spacing(spacing) if spacing else min(float(v.spacing.min()) for v in volumes)
         order = [volumes[reference]] + [v for i, v in enumerate(volumes) if i != reference]
         grid = geometry.output_grid([(v.shape, v.affine) for v in order], step, extent)
+    from ..fit import fit_stacks
+    from ..io.checkpoints import save_checkpoint
+    from ..model import CHECKPOINT_KIND
+    from ..render import render
+
     config = FitConfig(
         register=register,
         motion=motion,

@@ -195,14 +195,8 @@ def recon_command(
 
     Example: inrsr recon cine_sax.mat --accel 8 -o cine.nii.gz --report report.json --qc cine.png
     """
-    from ..devices import flush_subnormals_from_the_start
-    from ..recon.api import reconstruct_file
-    from ..recon.output import print_summary, print_warnings, write_outputs
     from .common import JSON, NIFTI, PNG, check_outputs
 
-    # before any parallel PyTorch operation: the OpenMP workers started later flush subnormals too, and the fit
-    # runs on this thread (see run_flushing_subnormals)
-    flush_subnormals_from_the_start()
     check_outputs(
         ("-o", output, NIFTI), ("--save-mat", save_mat, (".mat",)), ("--report", report, JSON), ("--qc", qc, PNG)
     )
@@ -242,7 +236,10 @@ def recon_command(
         quiet=quiet,
         ranking=save_mat is not None,
     )
-    result = reconstruct_file(str(kspace), config)
+    from ..recon.api import reconstruct_file
+    from ..recon.output import print_summary, print_warnings, write_outputs
+
+    result = reconstruct_file(str(kspace), config, on_checked=_flush_subnormals)
     write_outputs(result, output, spacing_mm, save_mat, Path(report) if report else None)
     _write_provenance(output, kspace, config, spacing_mm)
     if qc is not None:
@@ -250,6 +247,14 @@ def recon_command(
     if not quiet:
         print_summary(result, output)
     print_warnings(result)
+
+
+def _flush_subnormals() -> None:
+    """Before any parallel PyTorch operation: the OpenMP workers started later flush subnormals too, and the fit
+    runs on this thread (see ``run_flushing_subnormals``). PyTorch loads here, once the inputs are checked."""
+    from ..devices import flush_subnormals_from_the_start
+
+    flush_subnormals_from_the_start()
 
 
 def _parse_ints(text: str | None, option: str) -> list[int] | None:

@@ -63,8 +63,7 @@ def simulate_command(
     from ..errors import InputError
     from ..io.nifti import load_volume, save_volume
     from ..io.sidecar import write_provenance
-    from ..simulate import parse_numbers, simulate_stack, stack_sidecar
-    from .common import NIFTI, check_outputs
+    from .common import NIFTI, check_outputs, parse_numbers
 
     check_outputs(("-o", output, NIFTI))
     angles = parse_numbers(rotate, 3, "--rotate", "three angles in degrees, 'ax,ay,az'")
@@ -79,6 +78,8 @@ def simulate_command(
     if corrupt < 0:
         raise InputError(f"--corrupt {corrupt}: expected a number of slices >= 0")
     volume = load_volume(hr)
+    from ..simulate import simulate_stack, stack_sidecar  # PyTorch loads only once the options are checked
+
     stack = simulate_stack(
         volume,
         axis,

@@ -77,7 +77,6 @@ def upsample_command(
     the source and the settings.
     """
     from ..errors import InputError
-    from ..io.checkpoints import is_checkpoint
     from .common import JSON, NIFTI, PNG, check_outputs
 
     check_outputs(("-o", output, NIFTI), ("--report", report, JSON), ("--qc", qc, PNG))
@@ -85,6 +84,8 @@ def upsample_command(
         raise InputError("give exactly one of --spacing, --like or --scale")
     if not source.exists():
         raise InputError(f"{source}: no such file")
+    from ..io.checkpoints import is_checkpoint  # PyTorch loads only once the options are checked
+
     if is_checkpoint(source):
         if model is not None:
             raise InputError("--model applies to a NIfTI SOURCE; a fitted model SOURCE is rendered as is")

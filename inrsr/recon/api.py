@@ -8,12 +8,12 @@ notebooks).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from ..devices import resolve_device, run_flushing_subnormals, seed_everything
 from ..errors import InputError
 from ..io.kspace import KSpaceReader, read_mask
 from ..progress import Progress
@@ -21,7 +21,9 @@ from . import masks as M
 from .coils import calibration_block, espirit_maps
 from .config import Pattern, ReconConfig
 from .scoring import ranking_slices, score_cine
-from .solver import data_consistency, fit_slice, lowres_maps, motion_weight, zero_filled
+
+if TYPE_CHECKING:  # PyTorch loads when a slice is reconstructed, after the inputs are checked
+    import torch
 
 
 @dataclass
@@ -127,9 +129,14 @@ def reconstruct_slice(
 ) -> SliceResult:
     """Reconstruct one slice. ``kspace (t, C, kx, ky)`` complex (zero where unsampled), ``mask (t, kx,
     ky)``."""
+    import torch
+
+    from ..devices import resolve_device, run_flushing_subnormals, seed_everything
+    from .solver import data_consistency, fit_slice, lowres_maps, motion_weight, zero_filled
+
     device = device or resolve_device(config.device)
     start = time.perf_counter()
-    config = config.for_mask(kt=M.changes_per_frame(mask))
+    config = config.for_mask(kt=M.changes_per_frame(mask), accel=M.nominal_accel(mask))
     kspace = np.where(mask[:, None], kspace, 0).astype(np.complex64)
     coil_energy = None
     if config.virtual_coils and config.method != "zerofill":
@@ -212,10 +219,12 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
-    """Reconstruct the selected slices of a k-space file; score them when a fully sampled reference exists."""
+def reconstruct_file(path: str, config: ReconConfig, on_checked: Callable[[], None] | None = None) -> ReconResult:
+    """Reconstruct the selected slices of a k-space file; score them when a fully sampled reference exists.
+
+    ``on_checked`` is called once the inputs are checked, before PyTorch loads (the CLI sets process-wide CPU
+    flags there)."""
     config.validate()
-    device = resolve_device(config.device)
     file_mask, mask_name = (None, None)
     if config.mask is not None:
         file_mask, mask_name = read_mask(config.mask)
@@ -249,6 +258,14 @@ def reconstruct_file(path: str, config: ReconConfig) -> ReconResult:
                     info.n_frames,
                 ):
                     raise InputError(f"{config.ref}: reference k-space shape differs from {path}")
+            if on_checked is not None:
+                on_checked()
+            import torch
+
+            from ..devices import resolve_device
+            from .solver import zero_filled
+
+            device = resolve_device(config.device)
             images, per_slice = [], []
             for s in slices:
                 kspace = reader.read_slice(s)

@@ -15,7 +15,7 @@ import torch
 from kspace_synth import cine_kspace
 
 from inrsr.devices import run_flushing_subnormals
-from inrsr.recon import api
+from inrsr.recon import api, solver
 from inrsr.recon import masks as M
 
 SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
@@ -51,13 +51,13 @@ def test_the_recon_fit_runs_with_subnormals_flushed(two_threads, monkeypatch):
     k, _, _ = cine_kspace(nx, ny, nt, 2, seed=0)
     mask = M.lines_to_mask(M.challenge_lines(ny, 4, 8), nx, nt)
     seen = []
-    real = api.fit_slice
+    real = solver.fit_slice
 
     def spy(*args, **kwargs):
         seen.append(_surviving_subnormals())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "fit_slice", spy)
+    monkeypatch.setattr(solver, "fit_slice", spy)  # read by reconstruct_slice when it runs
     res = api.reconstruct_slice(np.where(mask[:, None], k, 0), mask, api.ReconConfig(steps=2, quiet=True, device="cpu"))
     assert seen == [0] and res.image.shape == (nt, nx, ny)
 
