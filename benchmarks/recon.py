@@ -356,7 +356,7 @@ def main() -> None:
     if args.render:
         table = render_table(json.loads(out.read_text()))
         print(table)
-        write_docs(table)
+        write_docs(table, json.loads(out.read_text()).get("cpu", ""))
         return
     methods = [m for m in args.methods.split(",") if available(m)]
     if args.tune:
@@ -369,6 +369,7 @@ def main() -> None:
         "case": {"nx": NX, "ny": NY, "nt": NT, "nc": NC, "noise": NOISE, "cardiac_gain": CARDIAC_GAIN,
                  "texture_motion_px": TEXTURE_MOTION_PX},  # fmt: skip
         "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
         "weights": {k: WEIGHTS[k] for k in WEIGHTS},
         "runs": [],
     }
@@ -410,7 +411,7 @@ def main() -> None:
     table = render_table(results)
     print(table)
     if not args.no_docs:
-        write_docs(table)
+        write_docs(table, results["cpu"])
 
 
 def _variant_runs(name: str, pattern: str, accel: int) -> bool:
@@ -427,6 +428,19 @@ def _print(row: dict) -> None:
         f"{c['psnr_scaled']:6.2f} | {row['seconds']:7.1f} s wall",
         flush=True,
     )
+
+
+def cpu_model() -> str:
+    """The processor's name as the kernel reports it (timings differ several-fold between machines)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def _cpu() -> float:
@@ -505,12 +519,13 @@ def summary_lines(results: dict) -> list[str]:
     return out
 
 
-def write_docs(table: str) -> None:
+def write_docs(table: str, cpu: str = "") -> None:
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = (
         "## recon\n\n"
-        "`python benchmarks/recon.py` on this project's 2-core CPU. Two cines, both drawn on a 2x finer grid than\n"
+        f"`python benchmarks/recon.py` on this project's 2-core CPU ({cpu or 'processor not recorded'}, "
+        f"{torch.get_num_threads()} threads). Two cines, both drawn on a 2x finer grid than\n"
         f"the reconstruction with smooth phase, {NC} coil maps and complex noise, then cut down in k-space: "
         f"`phantom` (mrphantom, bSSFP, cardiac motion x{CARDIAC_GAIN:g}, piecewise constant) and `textured` "
         "(dipy's real T1w coronal slice, warped by a periodic smooth non-rigid deformation: real anatomy with "

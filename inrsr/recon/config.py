@@ -24,9 +24,12 @@ class Pattern(str, Enum):
 
 # Under k-t sampling the frames' different lines fill each other's gaps: a locally low-rank term over the frames,
 # relaxed where the ACS cine moves, started stronger and lowered faster. With the same lines in every frame,
-# aliasing is the same in every frame and the low-rank term costs quality (benchmark: docs/recon.md).
+# aliasing is the same in every frame and the low-rank term keeps it, except at low acceleration (R <= 4), where
+# the aliasing is weak and the term's denoising pays (benchmark: docs/recon.md).
 KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1}
 FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3}
+FIXED_LINE_LOW_ACCEL = 4.0  # fixed-line masks at this nominal acceleration or lower take FIXED_LINE_LOW_SETTINGS
+FIXED_LINE_LOW_SETTINGS = {**FIXED_LINE_SETTINGS, "llr": 0.1}
 
 
 @dataclass
@@ -109,10 +112,20 @@ class ReconConfig:
         if self.llr_block < 2:
             raise InputError(f"the low-rank block size must be >= 2, got {self.llr_block}")
 
-    def for_mask(self, kt: bool) -> ReconConfig:
+    def for_mask(self, kt: bool, accel: float | None = None) -> ReconConfig:
         """These settings with each one left as None taken from ``KT_SETTINGS`` (``kt``: the sampled lines change
-        from frame to frame) or ``FIXED_LINE_SETTINGS``."""
-        chosen = KT_SETTINGS if kt else FIXED_LINE_SETTINGS
+        from frame to frame), ``FIXED_LINE_LOW_SETTINGS`` (the same lines in every frame, nominal acceleration
+        ``accel`` at most ``FIXED_LINE_LOW_ACCEL``) or ``FIXED_LINE_SETTINGS``.
+
+        >>> ReconConfig().for_mask(kt=False, accel=4).llr, ReconConfig().for_mask(kt=False, accel=8).llr
+        (0.1, 0.0)
+        """
+        if kt:
+            chosen = KT_SETTINGS
+        elif accel is not None and accel <= FIXED_LINE_LOW_ACCEL:
+            chosen = FIXED_LINE_LOW_SETTINGS
+        else:
+            chosen = FIXED_LINE_SETTINGS
         return replace(self, **{k: v for k, v in chosen.items() if getattr(self, k) is None})
 
     def fit_settings(self) -> FitSettings:

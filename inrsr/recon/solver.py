@@ -6,9 +6,10 @@ Loss, with ``A = mask * FFT2c * Coils(S)`` and ``N`` the number of pixels of the
 
 with ``rho`` the squared magnitude (L2) or a Huber function of the real and imaginary parts. A random share of
 the sampled lines outside the ACS is held out of the loss; every step reports the relative error on them, and
-the image at the step with the lowest held-out error after a warm-up is kept (training stops once it has not
-improved for ``patience`` steps). The final hard data-consistency step puts every measured sample back, held-out ones
-included.
+the image at the step with the lowest held-out error after a warm-up is kept. When it has not improved for
+``patience`` steps, the regularisation weights are lowered (``tv_stages``); a lowering that does not help is undone
+once, and training stops when the error settles again. The final hard data-consistency step puts every measured
+sample back, held-out ones included.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def fit_slice(
     history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": []}
     llr_gen = torch.Generator().manual_seed(0)
     step = 0
-    stage, stage_start, tv_scale = 0, 0, 1.0
+    stage, stage_start, tv_scale, settled = 0, 0, 1.0, False
     for step in range(settings.steps):
         opt.zero_grad(set_to_none=True)
         image = model.render()  # (t, x, y)
@@ -305,10 +306,15 @@ def fit_slice(
             progress.update(1, loss=float(loss.detach()), holdout=hold if has_hold else float("nan"))
         if step - max(best[1], stage_start) > settings.patience:
             # The held-out error has settled at these TV weights. If they still improved it (or are the first),
-            # try weights tv_factor lower from here; otherwise the data ask for no less regularisation: stop.
-            if stage >= settings.tv_stages or (stage > 0 and best[1] < stage_start):
+            # try weights tv_factor lower from here. If not, the data ask for no less regularisation: go back to
+            # the previous weights once and train on there (the held-out error may still fall), then stop.
+            failed = stage > 0 and best[1] < stage_start
+            if settled or (stage >= settings.tv_stages and not failed):
                 break
-            stage, stage_start, tv_scale = stage + 1, step, tv_scale * settings.tv_factor
+            if failed:
+                settled, stage_start, tv_scale = True, step, tv_scale / settings.tv_factor
+            else:
+                stage, stage_start, tv_scale = stage + 1, step, tv_scale * settings.tv_factor
         loss.backward()
         opt.step()
         sched.step()

@@ -10,6 +10,7 @@ from kspace_synth import cine_kspace
 from inrsr.encodings import FourierEncoding, HashGridEncoding
 from inrsr.errors import InputError
 from inrsr.recon import masks as M
+from inrsr.recon import solver
 from inrsr.recon.api import ReconConfig, build_mask, reconstruct_slice
 from inrsr.recon.coils import calibration_block, espirit_maps
 from inrsr.recon.model import grid_coords, grid_features, hash_encoding
@@ -269,3 +270,21 @@ def test_tv_stages_lower_too_strong_weights_from_the_held_out_lines(cine):
     assert fixed.info["tv_scale"] == 1.0
     assert staged.info["tv_scale"] <= 0.25
     assert _psnr(gt, staged.image) > _psnr(gt, fixed.image) + 1.0
+
+
+def test_a_stage_that_does_not_help_goes_back_to_the_previous_weights_and_trains_on(monkeypatch):
+    """Noisy cine: lowering the weights does not improve the held-out error, so the fit goes back to the previous
+    weights (tv_scale 0.3 -> 1) and trains on there for at least ``patience`` steps before it stops."""
+    k, _, _ = cine_kspace(NX, NY, NT, NC, noise=0.05, seed=0)
+    mask, kus, _, _ = _r4(k)
+    fits = []
+    real = solver.fit_slice
+    monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: fits.append(real(*a, **kw)) or fits[-1])
+    res = reconstruct_slice(kus, mask, ReconConfig(steps=400, patience=30, holdout=0.1, llr=0.0, quiet=True,
+                                                   device="cpu"))  # fmt: skip
+    scales = fits[0].history["tv_scale"]
+    changes = [(i, scales[i]) for i in range(1, len(scales)) if scales[i] != scales[i - 1]]
+    assert [s for _, s in changes] == [0.3, 1.0], changes
+    back = changes[1][0]
+    assert res.info["steps_run"] > back + 30 and res.info["steps_run"] < 400
+    assert res.info["tv_scale"] == 1.0

@@ -9,7 +9,7 @@ from kspace_synth import cine_kspace
 from inrsr.errors import InputError
 from inrsr.recon import masks as M
 from inrsr.recon.api import ReconConfig, reconstruct_slice
-from inrsr.recon.config import FIXED_LINE_SETTINGS, KT_SETTINGS
+from inrsr.recon.config import FIXED_LINE_LOW_SETTINGS, FIXED_LINE_SETTINGS, KT_SETTINGS
 from inrsr.recon.scoring import score_cine
 from inrsr.recon.solver import _llr, motion_weight, zero_filled
 
@@ -76,6 +76,10 @@ def test_settings_are_chosen_by_the_mask_unless_given():
     assert ReconConfig().for_mask(kt=True).llr == KT_SETTINGS["llr"] > 0
     assert ReconConfig().for_mask(kt=False).llr == FIXED_LINE_SETTINGS["llr"] == 0
     assert ReconConfig().for_mask(kt=False).tv_factor == FIXED_LINE_SETTINGS["tv_factor"]
+    # the same lines in every frame at low acceleration: the low-rank term on, the other settings as at high R
+    low = ReconConfig().for_mask(kt=False, accel=4.0)
+    assert low.llr == FIXED_LINE_LOW_SETTINGS["llr"] > 0 and low.tv_factor == FIXED_LINE_SETTINGS["tv_factor"]
+    assert ReconConfig().for_mask(kt=False, accel=5.0).llr == 0 and ReconConfig().for_mask(kt=True, accel=4.0).llr > 0
     given = ReconConfig(llr=0.5, acs_motion=0.0, tv_factor=0.2).for_mask(kt=True)
     assert (given.llr, given.acs_motion, given.tv_factor) == (0.5, 0.0, 0.2)
     for bad, match in (({"llr": -1.0}, "--llr"), ({"acs_motion": -0.1}, "--acs-motion")):
