@@ -271,9 +271,12 @@ INRSR_VARIANTS = {
     "inrsr_kt_no_llr": {"llr": 0.0},
     "inrsr_kt_no_motion": {"acs_motion": 0.0},
     "inrsr_kt_fixed_line": FIXED_LINE_SETTINGS,
+    # the same lines in every frame at low R: the low-rank term off
+    "inrsr_low_r_no_llr": {"llr": 0.0},
 }
 VARIANT_ACCELS = (8,)
 KT_VARIANT_ROW = ("ktUniform", 16)
+LOW_R_VARIANT_ROW = ("uniform", 4)
 CASES = ("phantom", "textured")
 KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24", "ktGaussian:16", "ktRadial:8")
 KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", "inrsr", "inrsr_kt_no_llr",
@@ -297,6 +300,7 @@ LABELS = {
     "inrsr_kt_no_llr": "inrsr --llr 0 (no low-rank term)",
     "inrsr_kt_no_motion": "inrsr --acs-motion 0 (the same temporal weight everywhere)",
     "inrsr_kt_fixed_line": "inrsr with the fixed-line settings (--llr 0 --acs-motion 0 --tv-factor 0.3)",
+    "inrsr_low_r_no_llr": "inrsr --llr 0 (no low-rank term)",
     "inrsr_tsr": "inrsr --frames 18 (half the frames acquired)",
     "inrsr_pixel_tsr": "pixel tensor --frames 18 (half the frames acquired)",
     "linear_tsr": "linear interpolation of inrsr's acquired frames",
@@ -348,7 +352,7 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--render", action="store_true", help="only re-render the table from the saved JSON")
     parser.add_argument(
-        "--merge", action="store_true", help="keep the saved JSON's rows of the (case, pattern) pairs not run now"
+        "--merge", action="store_true", help="keep the saved JSON's rows (case, mask, R, method) not run now"
     )
     args = parser.parse_args()
     flush_subnormals_from_the_start()  # as the command does: before any parallel PyTorch operation
@@ -403,8 +407,11 @@ def main() -> None:
                 results["runs"].append(row)
                 _print(row)
     if args.merge and out.exists():
-        rerun = {(r["case"], r["pattern"]) for r in results["runs"]}
-        kept = [r for r in json.loads(out.read_text())["runs"] if (r["case"], r["pattern"]) not in rerun]
+        def row_key(r: dict) -> tuple:
+            return r["case"], r["pattern"], r["accel"], r["method"]
+
+        rerun = {row_key(r) for r in results["runs"]}
+        kept = [r for r in json.loads(out.read_text())["runs"] if row_key(r) not in rerun]
         results["runs"] = kept + results["runs"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -417,6 +424,8 @@ def main() -> None:
 def _variant_runs(name: str, pattern: str, accel: int) -> bool:
     if name.startswith("inrsr_kt_"):
         return (pattern, accel) == KT_VARIANT_ROW
+    if name.startswith("inrsr_low_r_"):
+        return (pattern, accel) == LOW_R_VARIANT_ROW
     return pattern == "uniform" and accel in VARIANT_ACCELS
 
 

@@ -81,7 +81,7 @@ TvStagesOpt = Annotated[
         "--tv-stages",
         help="Times the regularisation weights (TV and --llr) may be lowered (by --tv-factor) when the held-out "
         "k-space lines have settled and still improved at the current weights: the weights chosen per case from "
-        "the data. 0 keeps them fixed.",
+        "the data. A lowering that does not help is undone once and the fit trains on. 0 keeps them fixed.",
     ),
 ]
 TvFactorOpt = Annotated[
@@ -97,7 +97,8 @@ LlrOpt = Annotated[
         "--llr",
         help="Weight of the locally low-rank term: nuclear norm of each 8 x 8 block's pixels-by-frames matrix, on a "
         "grid shifted at random every step (as BART's -R L). 0 turns it off. Default: 0.1 when the sampled "
-        "lines change from frame to frame (k-t masks), 0 when every frame has the same lines.",
+        "lines change from frame to frame (k-t masks) or every frame has the same lines at R <= 4; 0 when every "
+        "frame has the same lines at a higher R.",
     ),
 ]
 AcsMotionOpt = Annotated[
