@@ -196,6 +196,13 @@ class SenseColumns(Linop):
     2D FFT replaces the DFT matrix: ``Y log Y`` operations per row instead of ``Y * K``. With even ``X`` and
     ``Y`` its shifts are signs instead of copies: the centred DFT of ``x`` is ``(-1)^(k - n/2)`` times the DFT of
     ``(-1)^j x_j``, so the maps carry one checkerboard and k-space the other.
+
+    A fit compares the output with data many times: :meth:`native` gives it in the operator's own frame, where it
+    costs least, and :meth:`native_data` puts data into that frame once (``native(x) == native_data(op(x))``).
+    There the column path's axes are ``(T, K, C, X)`` (each frame's column DFT is one matrix product, and the FFT
+    over ``x`` runs along the contiguous last axis) and k-space's sign checkerboard is left out (it is moved onto
+    the data: a squared error does not see a sign common to both sides). :meth:`native_layout` moves weights
+    (masks) into the same axes without signs.
     """
 
     def __init__(self, maps: torch.Tensor, cols: torch.Tensor, n_frames: int) -> None:
@@ -210,8 +217,9 @@ class SenseColumns(Linop):
             sx = _alternating(nx, self.maps)[:, None]
             self.kx_signs, self.column_maps = sx * (-1) ** (nx // 2), self.maps * sx
         self.column_maps_conj = self.column_maps.conj().resolve_conj()
-        dft = self.columns.dft
-        self.dft_h = dft.conj().transpose(-1, -2).resolve_conj().contiguous()
+        dft = self.columns.dft  # (Y, K) or (T, Y, K)
+        self.dft_t = dft.transpose(-1, -2).contiguous()  # (K, Y) or (T, K, Y)
+        self.dft_t_conj = self.dft_t.conj().resolve_conj()
         self.all_columns = cols.ndim == 1 and torch.equal(cols.cpu(), torch.arange(ny))
         self.signs: tuple[torch.Tensor, torch.Tensor] | None = None  # (image, k-space), both axes
         if self.all_columns and self.kx_signs is not None and ny % 2 == 0:
@@ -221,8 +229,75 @@ class SenseColumns(Linop):
     def frame_dft(self, dft: torch.Tensor, t: int) -> torch.Tensor:
         return dft[t] if dft.ndim == 3 else dft
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def native_layout(self, v: torch.Tensor) -> torch.Tensor:
+        """``(T, C or 1, X, K)`` -> the axes of :meth:`native` (no signs: for weights and masks)."""
+        return v if self.all_columns else v.permute(0, 3, 1, 2).contiguous()
+
+    def native_data(self, k: torch.Tensor) -> torch.Tensor:
+        """Data ``(T, C, X, K)`` in the frame of :meth:`native`: its axes, and k-space's signs (their own
+        inverse) moved onto the data."""
+        if self.signs is not None:
+            return k * self.signs[1]
+        if self.all_columns:
+            return k
+        k = self.native_layout(k)
+        return k * self.kx_signs[:, 0] if self.kx_signs is not None else k
+
+    def from_native(self, k: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`native_data`."""
+        if self.signs is not None:
+            return k * self.signs[1]
+        if self.all_columns:
+            return k
+        k = k * self.kx_signs[:, 0] if self.kx_signs is not None else k
+        return k.permute(0, 2, 3, 1).contiguous()
+
+    def native(self, x: torch.Tensor) -> torch.Tensor:
+        """The operator in its own frame (see the class), differentiable: ``(T, X, Y)`` -> ``(T, K, C, X)``
+        (``(T, C, X, Y)`` with all columns)."""
         return _SenseColumnsFunction.apply(x, self)
+
+    def native_frame(self, x: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame ``t`` of :meth:`native`: ``(X, Y)`` -> ``(K, C, X)`` (``(C, X, Y)`` with all columns), into
+        ``out`` when given. One frame's intermediates fit in a CPU's cache."""
+        if self.signs is not None:
+            return torch.fft.fft2(x * self.signs[0], norm="ortho", out=out)
+        if self.all_columns:
+            k = fft2c(x * self.maps)
+            return k if out is None else out.copy_(k)
+        nc, nx, ny = self.maps.shape
+        coil = torch.mul(x, self.column_maps)
+        z = torch.mm(self.frame_dft(self.dft_t, t), coil.reshape(nc * nx, ny).T).view(-1, nc, nx)
+        if self.kx_signs is not None:
+            return torch.fft.fft(z, dim=-1, norm="ortho", out=out)
+        k = torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(z, dim=-1), dim=-1, norm="ortho"), dim=-1)
+        return k if out is None else out.copy_(k)
+
+    def native_frame_adjoint(self, k: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The adjoint of :meth:`native_frame`: ``(K, C, X)`` (``(C, X, Y)`` with all columns) -> ``(X, Y)``."""
+        if self.signs is not None:
+            coil = torch.fft.ifft2(k, norm="ortho").mul_(self.signs[0].conj())
+        elif self.all_columns:
+            coil = ifft2c(k).mul_(self.maps.conj())
+        else:
+            n_cols, nc, nx = k.shape
+            if self.kx_signs is not None:
+                z = torch.fft.ifft(k, dim=-1, norm="ortho")
+            else:
+                z = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(k, dim=-1), dim=-1, norm="ortho"), dim=-1)
+            coil = torch.mm(z.view(n_cols, nc * nx).T, self.frame_dft(self.dft_t_conj, t))
+            coil = coil.view(nc, nx, -1).mul_(self.column_maps_conj)
+        return torch.sum(coil, 0, out=out)
+
+    def native_adjoint(self, k: torch.Tensor) -> torch.Tensor:
+        """The adjoint of :meth:`native`."""
+        out = k.new_empty(self.ishape)
+        for t in range(len(k)):
+            self.native_frame_adjoint(k[t], t, out=out[t])
+        return out
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_native(self.native(x))
 
     def _adjoint(self) -> Linop:
         return _SenseColumnsAdjoint(self)
@@ -232,46 +307,23 @@ class _SenseColumnsAdjoint(_AdjointOf):
     op: SenseColumns
 
     def _apply(self, k: torch.Tensor) -> torch.Tensor:
-        op = self.op
-        if op.signs is not None:
-            return (torch.fft.ifft2(k * op.signs[1], norm="ortho") * op.signs[0].conj()).sum(-3)
-        if op.all_columns:
-            return (ifft2c(k) * op.maps.conj()).sum(-3)
-        nt, nc, nx, n_cols = k.shape
-        if op.kx_signs is not None:
-            z = torch.fft.ifft(k * op.kx_signs, dim=-2, norm="ortho").reshape(nt, nc * nx, n_cols)
-        else:
-            z = _fft_x(k, inverse=True).reshape(nt, nc * nx, n_cols)
-        out = k.new_empty(op.ishape)
-        buf = k.new_empty(nc * nx, op.ishape[-1])
-        for t in range(nt):
-            torch.mm(z[t], op.frame_dft(op.dft_h, t), out=buf)
-            torch.sum(buf.view(nc, nx, -1).mul_(op.column_maps_conj), 0, out=out[t])
-        return out
+        return self.op.native_adjoint(self.op.native_data(k))
 
 
 class _SenseColumnsFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, op: SenseColumns) -> torch.Tensor:  # type: ignore[override]
         ctx.op = op
-        if op.signs is not None:
-            return torch.fft.fft2(x.unsqueeze(-3) * op.signs[0], norm="ortho").mul_(op.signs[1])
-        if op.all_columns:
-            return fft2c(x.unsqueeze(-3) * op.maps)
-        nt, nx, ny = x.shape
-        nc = op.maps.shape[0]
-        z = x.new_empty(nt, nc * nx, op.oshape[-1])
-        coil = x.new_empty(nc, nx, ny)
+        nt = x.shape[0]
+        nc, nx, ny = op.maps.shape
+        out = x.new_empty((nt, nc, nx, ny) if op.all_columns else (nt, op.oshape[-1], nc, nx))
         for t in range(nt):
-            coil = torch.mul(x[t], op.column_maps, out=coil)
-            torch.mm(coil.view(nc * nx, ny), op.frame_dft(op.columns.dft, t), out=z[t])
-        if op.kx_signs is not None:
-            return torch.fft.fft(z.view(op.oshape), dim=-2, norm="ortho").mul_(op.kx_signs)
-        return _fft_x(z.view(op.oshape))
+            op.native_frame(x[t], t, out=out[t])
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return ctx.op.H(grad.contiguous()), None
+        return ctx.op.native_adjoint(grad.contiguous()), None
 
 
 class Multiply(Linop):

@@ -98,6 +98,75 @@ def resample_separable(
     return grid
 
 
+def pyramid_planes(grids: Sequence[torch.Tensor], n_frames: int) -> torch.Tensor:
+    """The sum of the multilinear upsamplings of vertex grids ``(F, x_l, y_l, t_l)`` (``t`` periodic) to the pixel
+    grid of the finest one, with ``n_frames`` frames: ``(F, n_frames, X, Y)``.
+
+    The same numbers as summing :func:`resample_separable` over the levels, with fewer passes over the
+    full-size cine: each level is upsampled along t and y at its own size, and its upsampling along x is a matrix
+    product that adds into the output (no per-level full-size array, no separate sums); the backward pass is
+    matrix products too.
+    """
+    return _Pyramid.apply(n_frames, *grids)
+
+
+def _pyramid_matrices(grid: torch.Tensor, out: tuple[int, int, int]) -> tuple[torch.Tensor | None, ...]:
+    """The ``(n, r)`` interpolation matrices along t, y, x of a level ``(F, x, y, t)`` (None where the vertices
+    are the pixels)."""
+    _, a, b, c = grid.shape
+    n_t, nx, ny = out
+    wt = periodic_interpolation_matrix(n_t, c, grid.device) if c != n_t else None
+    wy = interpolation_matrix(ny, b, grid.device) if b != ny else None
+    wx = interpolation_matrix(nx, a, grid.device) if a != nx else None
+    return wt, wy, wx
+
+
+class _Pyramid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, n_frames: int, *grids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        f, nx, ny = grids[-1].shape[0], grids[-1].shape[1], grids[-1].shape[2]
+        shape = (n_frames, nx, ny)
+        out = grids[0].new_zeros(f * n_frames, nx, ny)
+        for g in grids:
+            wt, wy, wx = _pyramid_matrices(g, shape)
+            _, a, b, c = g.shape
+            if wt is None and wy is None and wx is None:  # the pixel grid itself
+                out.view(f, n_frames, nx, ny).add_(g.permute(0, 3, 1, 2))
+                continue
+            # along t, into (F, t, x, y) order: W_t (T, c) times each feature's (c, a * b) transposed view
+            v = torch.matmul(wt, g.reshape(f, a * b, c).transpose(1, 2)) if wt is not None else (
+                g.permute(0, 3, 1, 2))  # fmt: skip
+            v = v.reshape(f * n_frames, a, b)
+            if wy is not None:
+                v = torch.matmul(v, wy.T)  # (F T, a, Y)
+            if wx is not None:
+                out.baddbmm_(wx.expand(len(v), nx, a), v)
+            else:
+                out.add_(v)
+        ctx.shape = shape
+        ctx.save_for_backward(*grids)
+        return out.view(f, n_frames, nx, ny)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        grids = ctx.saved_tensors
+        n_frames, nx, ny = ctx.shape
+        f = grids[0].shape[0]
+        grad = grad.reshape(f * n_frames, nx, ny)
+        out: list[torch.Tensor | None] = [None]
+        for g in grids:
+            wt, wy, wx = _pyramid_matrices(g, ctx.shape)
+            _, a, b, c = g.shape
+            v = torch.matmul(wx.T, grad) if wx is not None else grad  # (F T, a, Y)
+            v = torch.matmul(v, wy) if wy is not None else v  # (F T, a, b)
+            v = v.reshape(f, n_frames, a * b)
+            if wt is not None:
+                out.append(torch.matmul(v.transpose(1, 2), wt).reshape(f, a, b, c))  # (F, a b, c)
+            else:
+                out.append(v.permute(0, 2, 1).reshape(f, a, b, c))
+        return tuple(out)
+
+
 def grid_features(
     encoding: nn.Module,
     shape: Sequence[int],
@@ -267,7 +336,12 @@ class CineField(nn.Module):
 
     def render(self, n_frames: int | None = None) -> torch.Tensor:
         """The cine on its pixel grid, complex ``(t, x, y)``; ``n_frames`` frames evenly over the cardiac cycle
-        (default: the acquired ones, frame ``t`` at phase ``t / nt``).
+        (default: the acquired ones, frame ``t`` at phase ``t / nt``)."""
+        planes = self.render_planes(n_frames)
+        return torch.complex(planes[0], planes[1])
+
+    def render_planes(self, n_frames: int | None = None) -> torch.Tensor:
+        """:meth:`render` as real and imaginary planes, ``(2, t, x, y)`` float32.
 
         With the grids (``"pyramid"``, ``"hash"``), time is periodic: each level's vertices along t are evenly
         spaced around the cycle, the last one followed by the first, so any phase has a value and the cycle closes
@@ -279,25 +353,16 @@ class CineField(nn.Module):
             # frames between the acquired ones: linear interpolation around the cycle
             out = resample_separable(self.pixels.reshape(2, nt, nx * ny).transpose(1, 2), (nx * ny, shape[2]),
                                      periodic=(False, True))  # fmt: skip
-            out = out.transpose(1, 2).reshape(2, shape[2], nx, ny)
-            return torch.complex(out[0].float(), out[1].float())
+            return out.transpose(1, 2).reshape(2, shape[2], nx, ny).float()
         if self.pyramid is not None:
-            # grid_features would concatenate the levels before the sum; adding each as it comes halves the time of
-            # a render and its backward pass on a full-size cine
-            out = None
-            for g in self.pyramid.level_grids():  # (1, 2, x, y, t) vertices
-                level = resample_separable(g[0].permute(0, 3, 1, 2), (shape[2], nx, ny), periodic=(True, False, False))
-                out = level if out is None else out + level
-            assert out is not None
-            return torch.complex(out[0].float(), out[1].float())
+            return pyramid_planes([g[0] for g in self.pyramid.level_grids()], shape[2])
         if isinstance(self.field.encoding, HashGridEncoding):
             feats = grid_features(self.field.encoding, shape, order=(2, 0, 1), periodic=(False, False, True))
         elif shape[2] == nt:
             feats = grid_features(self.field.encoding, shape, order=(2, 0, 1))  # (D, t, x, y)
         else:
             raise ValueError("rendering other frames than the acquired ones needs the hash-grid encoding")
-        out = head_channels_first(self.field.head, feats)  # (2, t, x, y)
-        return torch.complex(out[0].float(), out[1].float())
+        return head_channels_first(self.field.head, feats).float()  # (2, t, x, y)
 
 
 class CoilField(nn.Module):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..forward.kspace import FFT2cColumns, SenseColumns, fft2c, ifft2c, rss
 from ..progress import Progress
+from .loss import SenseDataTerm, TotalVariation, frame_loss, llr
 from .model import CineField, CoilField
 
 
@@ -117,12 +118,6 @@ def _take_columns(x: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, -1, index.expand(*x.shape[:-1], cols.shape[1]))
 
 
-def _tv(x: torch.Tensor, dim: int, eps: float = 1e-8, weight: torch.Tensor | None = None) -> torch.Tensor:
-    d = torch.diff(x, dim=dim)
-    mag = torch.sqrt(d.real**2 + d.imag**2 + eps)
-    return (mag * weight).mean() if weight is not None else mag.mean()
-
-
 def _acs_window(ny: int, acs: tuple[int, int], device: torch.device) -> torch.Tensor:
     """A Hann window over the ACS ky lines ``[start, stop)``, zero elsewhere: ``(ny,)``."""
     window = torch.zeros(ny, dtype=torch.float32, device=device)
@@ -151,44 +146,6 @@ def motion_weight(
     mean = low.mean(0)
     dev = torch.sqrt((low - mean).abs().pow(2).mean(0)) / mean.abs().max().clamp_min(1e-30)
     return 1.0 / (1.0 + dev / scale)
-
-
-class _NuclearNorms(torch.autograd.Function):
-    """Nuclear norms of a batch of matrices ``p (B, n, t)`` -> ``(B,)``: ``sum_i sqrt(lambda_i + eps)`` over the
-    eigenvalues of the Gram matrices ``p^H p``, clamped at zero. Gradient: ``p V diag(1 / sqrt(lambda + eps))
-    V^H`` (zero on the clamped ones), from the same eigendecomposition (autograd's would also differentiate the
-    Gram product)."""
-
-    @staticmethod
-    def forward(ctx, p: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
-        lam, vec = torch.linalg.eigh(p.mH @ p)
-        root = torch.sqrt(lam.clamp_min(0) + eps)
-        ctx.save_for_backward(p, vec, torch.where(lam > 0, 1 / root, 0.0))
-        return root.sum(-1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        p, vec, inv_root = ctx.saved_tensors
-        scaled = vec * (grad[:, None] * inv_root).unsqueeze(-2)
-        return p @ (scaled @ vec.mH), None
-
-
-def _llr(
-    x: torch.Tensor, block: int, shift: tuple[int, int], weight: torch.Tensor | None = None, eps: float = 1e-12
-) -> torch.Tensor:
-    """Sum of the nuclear norms of the ``block x block`` Casorati matrices (pixels x frames) of ``x (t, x, y)``,
-    on a grid shifted by ``shift`` (wrapping round), each times the block's mean ``weight (x, y)``, divided by the
-    number of pixels. The singular values are the square roots of the eigenvalues of the frames' Gram matrix."""
-    nt, nx, ny = x.shape
-    xs = torch.roll(x, shifts=shift, dims=(1, 2))
-    bx, by = nx // block, ny // block
-    p = xs[:, : bx * block, : by * block].reshape(nt, bx, block, by, block).permute(1, 3, 2, 4, 0)
-    p = p.reshape(bx * by, block * block, nt)
-    nuc = _NuclearNorms.apply(p, eps)
-    if weight is not None:
-        ws = torch.roll(weight, shifts=shift, dims=(0, 1))[: bx * block, : by * block]
-        nuc = nuc * ws.reshape(bx, block, by, block).mean((1, 3)).reshape(-1)
-    return nuc.sum() / x.numel()
 
 
 def fit_slice(
@@ -226,33 +183,42 @@ def fit_slice(
         coil_field.fit_to(maps)
         params += list(coil_field.parameters())
     # eps far below the gradients of hash-grid features (Instant-NGP uses 1e-15); 1e-8 would damp them.
-    opt = torch.optim.Adam(params, lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
+    opt = torch.optim.Adam(params, lr=settings.lr, betas=(0.9, 0.99), eps=1e-15, fused=device.type in ("cpu", "cuda"))
     gamma = (settings.lr_final / settings.lr) ** (1 / max(settings.steps - 1, 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
     # Only the sampled ky columns are ever compared with data: the forward model computes just those.
     cols, valid = sampled_columns(train_mask | holdout_mask)
-    # fixed maps: the fused operator; learned maps: autograd through their product with the image
+    # fixed maps: the fused operator, compared with the data in its own frame (axes and signs, see SenseColumns);
+    # learned maps: autograd through their product with the image
     sense = SenseColumns(maps, cols, nt) if coil_field is None else None
     fft_cols = FFT2cColumns((nt, nc, nx, ny), cols.to(device)) if coil_field is not None else None
     y = _take_columns(kspace, cols)  # (t, C, kx, K)
     w_train = (_take_columns(train_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)  # (t, 1, kx, K)
     w_hold = (_take_columns(holdout_mask, cols) & valid[:, None, :])[:, None].to(torch.float32)
+    if sense is not None:
+        y, w_train, w_hold = sense.native_data(y), sense.native_layout(w_train), sense.native_layout(w_hold)
     has_hold = bool(holdout_mask.any())
-    hold_norm = float((w_hold * y.abs() ** 2).sum()) if has_hold else 1.0
-    # Where most computed samples are not measured (radial k-t masks cross every column, each frame in a few
-    # points), the loss reads just the measured ones: its element-wise work shrinks by that share.
-    measured = ((w_train + w_hold) > 0).expand(y.shape)
-    sparse = float(measured.float().mean()) < 0.5
-    if sparse:
-        y, w_train, w_hold = (v.expand(y.shape).masked_select(measured) for v in (y, w_train, w_hold))
     n_pix = nt * nx * ny
+    # The data term (fixed maps, L2) and the total variation are evaluated frame by frame with their gradients
+    # (frame_loss); learned maps and the Huber loss go through autograd on the whole cine.
+    fused = SenseDataTerm(sense, y, w_train, w_hold, 1 / n_pix) if sense is not None and settings.loss == "l2" else None
+    hold_norm = (fused.hold_norm if fused is not None else float((w_hold * y.abs() ** 2).sum())) if has_hold else 1.0
+    tv = TotalVariation((nt, nx, ny), settings.tv_space, settings.tv_time, time_weight)
 
-    def forward(img: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        if sense is not None:
-            return sense(img)
-        assert fft_cols is not None
-        return fft_cols(img[:, None] * s)
+    def data_term(img: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The data term through autograd (differentiable) and the held-out sum."""
+        pred = sense.native(img) if sense is not None else fft_cols(img[:, None] * s)  # type: ignore[misc]
+        r = pred - y
+        power = r.real**2 + r.imag**2
+        if settings.loss == "huber":
+            rho = F.huber_loss(
+                torch.view_as_real(pred), torch.view_as_real(y), delta=settings.huber_delta, reduction="none"
+            ).sum(-1)
+            total = 2 * (w_train * rho).sum()
+        else:
+            total = (w_train * power).sum()
+        return total / n_pix, float((w_hold * power.detach()).sum())
 
     best = (float("inf"), -1, None, None)
     best_state: dict[str, torch.Tensor] = {}  # the chosen step's model, kept only to render other frames
@@ -265,38 +231,35 @@ def fit_slice(
     stage, stage_start, tv_scale, settled = 0, 0, 1.0, False
     for step in range(settings.steps):
         opt.zero_grad(set_to_none=True)
-        image = model.render()  # (t, x, y)
+        planes = model.render_planes()  # (2, t, x, y): real and imaginary parts
+        image = torch.complex(planes[0], planes[1]) if fused is None or settings.llr > 0 else None
         s = coil_field.maps() if coil_field is not None else maps
-        pred = forward(image, s)
-        if sparse:
-            pred = pred.masked_select(measured)
-        r = pred - y
-        power = r.real**2 + r.imag**2  # (t, C, kx, K); the held-out error reads it too
-        if settings.loss == "huber":
-            rho = F.huber_loss(
-                torch.view_as_real(pred), torch.view_as_real(y), delta=settings.huber_delta, reduction="none"
-            ).sum(-1)
-            dc = (w_train * rho).sum() * (2 / n_pix)
+        tv.space, tv.time = tv_scale * settings.tv_space, tv_scale * settings.tv_time
+        if fused is not None:
+            loss = frame_loss(planes, [fused, tv])
+            hold_sum = fused.hold
         else:
-            dc = (w_train * power).sum() / n_pix
-        loss = dc
-        if settings.tv_space > 0:
-            loss = loss + tv_scale * settings.tv_space * (_tv(image, 1) + _tv(image, 2))
-        if settings.tv_time > 0 and nt > 1:
-            loss = loss + tv_scale * settings.tv_time * _tv(image, 0, weight=time_weight)
+            assert image is not None
+            loss, hold_sum = data_term(image, s)
+            if tv.space > 0 or tv.time > 0:
+                loss = loss + frame_loss(planes, [tv])
         if settings.llr > 0 and nt > 1:
+            assert image is not None
             b = settings.llr_block
             shift = tuple(int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
-            loss = loss + tv_scale * settings.llr * _llr(image, b, shift, weight=time_weight)
+            loss = loss + tv_scale * settings.llr * llr(image, b, shift, weight=time_weight)
         with torch.no_grad():
             if has_hold:
-                hold = float((w_hold * power).sum()) / hold_norm
+                hold = hold_sum / hold_norm
             else:
                 hold = -float(step)  # nothing held out: keep the last step
-        if on_step is not None:
-            on_step(step, image.detach())
-        if hold < best[0] or step < warmup:
-            best = (hold, step, image.detach().clone(), s.detach().clone())
+        keep = hold < best[0] or step < warmup
+        if on_step is not None or keep:
+            current = torch.complex(planes[0].detach(), planes[1].detach())  # a new tensor
+            if on_step is not None:
+                on_step(step, current)
+        if keep:
+            best = (hold, step, current, s.detach().clone())
             if settings.render_frames is not None:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history["loss"].append(float(loss.detach()))

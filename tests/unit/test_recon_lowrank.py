@@ -10,8 +10,9 @@ from inrsr.errors import InputError
 from inrsr.recon import masks as M
 from inrsr.recon.api import ReconConfig, reconstruct_slice
 from inrsr.recon.config import FIXED_LINE_LOW_SETTINGS, FIXED_LINE_SETTINGS, KT_SETTINGS
+from inrsr.recon.loss import llr as _llr
 from inrsr.recon.scoring import score_cine
-from inrsr.recon.solver import _llr, motion_weight, zero_filled
+from inrsr.recon.solver import motion_weight, zero_filled
 
 NX, NY, NT, NC = 48, 40, 8, 4
 

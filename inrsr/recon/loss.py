@@ -1,0 +1,187 @@
+"""The terms of the recon loss: the data term (fused frame by frame for fixed coil maps), total variation and the
+locally low-rank term. Each returns a sum that the solver weighs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+from ..forward.kspace import SenseColumns
+
+
+class FrameTerm(Protocol):
+    """A term of the loss that :func:`frame_loss` evaluates one frame at a time."""
+
+    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
+        """Frame ``t``'s share of the term's value at the cine's planes ``x (2, t, x, y)``; adds its gradient into
+        ``grad`` (same shape, zero at the start)."""
+        ...
+
+
+def frame_loss(x: torch.Tensor, terms: Sequence[FrameTerm]) -> torch.Tensor:
+    """The sum of ``terms`` at a cine given as real and imaginary planes ``x (2, t, x, y)``, differentiable.
+
+    Each term works on one frame (and its neighbour) at a time, computing its value and its gradient together:
+    a frame's arrays stay in the CPU's cache from the prediction to the gradient. Element-wise work on the whole
+    cine at once streams every intermediate (and autograd's copies of them) through main memory, which bounds
+    the speed on a CPU. Real planes keep element-wise work on contiguous real arrays.
+    """
+    return _FrameLoss.apply(x, terms)
+
+
+class _FrameLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, terms: Sequence[FrameTerm]) -> torch.Tensor:  # type: ignore[override]
+        grad = torch.zeros_like(x)
+        total = 0.0
+        for t in range(x.shape[1]):
+            for term in terms:
+                total += term.frame(x, t, grad)
+        ctx.save_for_backward(grad)
+        return torch.tensor(total, dtype=x.dtype, device=x.device)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * g, None
+
+
+def _weigh(r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Complex ``r`` times real ``w`` (broadcast) without promoting ``w`` to complex."""
+    return torch.view_as_complex(torch.view_as_real(r) * w.unsqueeze(-1))
+
+
+class SenseDataTerm:
+    """The data term for fixed coil maps, ``scale * sum w_train |A x - y|^2``, frame by frame (a
+    :class:`FrameTerm`); after each evaluation :attr:`hold` is the held-out sum ``sum w_hold |A x - y|^2``.
+
+    Everything is in the frame of :meth:`SenseColumns.native` (``y`` through ``native_data``, the 0/1 weights
+    through ``native_layout``, broadcastable to ``y``). Where most computed samples are not measured (radial k-t
+    masks cross every column, each frame in a few points), each frame's residual is taken at its measured samples
+    only.
+    """
+
+    def __init__(
+        self, op: SenseColumns, y: torch.Tensor, w_train: torch.Tensor, w_hold: torch.Tensor, scale: float = 1.0
+    ) -> None:
+        self.op, self.scale = op, scale
+        shape = y.shape
+        measured = ((w_train + w_hold) > 0).expand(shape)
+        self.index: list[torch.Tensor] | None = None
+        if float(measured.float().mean()) < 0.5:
+            self.index = [torch.nonzero(m.reshape(-1)).squeeze(1) for m in measured]
+            y, w_train, w_hold = (
+                [v.expand(shape)[t].reshape(-1)[i] for t, i in enumerate(self.index)] for v in (y, w_train, w_hold)
+            )
+        self.y, self.w_train = list(y), list(w_train)  # per frame
+        # the held-out samples of each frame (a few percent), read by index
+        self.hold_index = [
+            torch.nonzero(w.expand(v.shape).reshape(-1)).squeeze(1) for w, v in zip(w_hold, self.y, strict=True)
+        ]
+        self.has_hold = any(len(i) > 0 for i in self.hold_index)
+        self.hold_norm = sum(
+            float(torch.linalg.vector_norm(v.reshape(-1)[i]) ** 2) for i, v in zip(self.hold_index, self.y, strict=True)
+        )
+        self.hold = 0.0
+
+    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
+        if t == 0:
+            self.hold = 0.0
+        k = self.op.native_frame(torch.complex(x[0, t], x[1, t]), t)
+        if self.index is not None:
+            r = k.reshape(-1)[self.index[t]].sub_(self.y[t])
+        else:
+            r = k.sub_(self.y[t])
+        weighted = _weigh(r, self.w_train[t])
+        value = float(torch.vdot(weighted.reshape(-1), r.reshape(-1)).real)
+        if self.has_hold:
+            self.hold += float(torch.linalg.vector_norm(r.reshape(-1)[self.hold_index[t]]) ** 2)
+        if self.index is not None:
+            weighted = torch.zeros_like(k).reshape(-1).index_copy_(0, self.index[t], weighted).view_as(k)
+        g = torch.view_as_real(self.op.native_frame_adjoint(weighted, t))
+        grad[:, t].add_(g.permute(2, 0, 1), alpha=2 * self.scale)
+        return self.scale * value
+
+
+class TotalVariation:
+    """``space * (mean |d_x x| + mean |d_y x|) + time * mean(weight |d_t x|)`` with forward differences (not
+    round the cycle) and ``|d| = sqrt(|d|^2 + eps)``, frame by frame (a :class:`FrameTerm`). ``weight (x, y)``
+    weighs the temporal differences per pixel (None: 1). Set :attr:`space` and :attr:`time` between
+    evaluations to change the weights."""
+
+    def __init__(
+        self, shape: Sequence[int], space: float, time: float, weight: torch.Tensor | None = None, eps: float = 1e-8
+    ) -> None:
+        nt, nx, ny = (int(n) for n in shape)
+        self.space, self.time, self.weight, self.eps = space, time, weight, eps
+        self.counts = (nt * (nx - 1) * ny, nt * nx * (ny - 1), max(nt - 1, 1) * nx * ny)
+
+    def _term(self, d: torch.Tensor, factor: float, weight: torch.Tensor | None) -> tuple[float, torch.Tensor]:
+        """``factor * sum(weight |d|)`` for the differences' planes ``d (2, ...)``, and its gradient with respect
+        to ``d`` (computed in place of ``d``)."""
+        sq = d.square()
+        mag = sq[0].add_(sq[1]).add_(self.eps).sqrt_()
+        value = float(mag.sum() if weight is None else torch.dot(mag.reshape(-1), weight.reshape(-1)))
+        scale = mag.reciprocal_().mul_(factor)
+        if weight is not None:
+            scale.mul_(weight)
+        return value * factor, d.mul_(scale)
+
+    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
+        value = 0.0
+        g = grad[:, t]
+        if self.space > 0:
+            for dim in (1, 2):
+                v, u = self._term(torch.diff(x[:, t], dim=dim), self.space / self.counts[dim - 1], None)
+                value += v
+                n = u.shape[dim]
+                g.narrow(dim, 1, n).add_(u)
+                g.narrow(dim, 0, n).sub_(u)
+        if self.time > 0 and t + 1 < x.shape[1]:
+            v, u = self._term(x[:, t + 1] - x[:, t], self.time / self.counts[2], self.weight)
+            value += v
+            g.sub_(u)
+            grad[:, t + 1].add_(u)
+        return value
+
+
+class _NuclearNorms(torch.autograd.Function):
+    """Nuclear norms of a batch of matrices ``p (B, n, t)`` -> ``(B,)``: ``sum_i sqrt(lambda_i + eps)`` over the
+    eigenvalues of the Gram matrices ``p^H p``, clamped at zero. Gradient: ``p V diag(1 / sqrt(lambda + eps))
+    V^H`` (zero on the clamped ones), from the same eigendecomposition (autograd's would also differentiate the
+    Gram product)."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+        lam, vec = torch.linalg.eigh(p.mH @ p)
+        root = torch.sqrt(lam.clamp_min(0) + eps)
+        ctx.save_for_backward(p, vec, torch.where(lam > 0, 1 / root, 0.0))
+        return root.sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        p, vec, inv_root = ctx.saved_tensors
+        scaled = vec * (grad[:, None] * inv_root).unsqueeze(-2)
+        return p @ (scaled @ vec.mH), None
+
+
+def llr(
+    x: torch.Tensor, block: int, shift: tuple[int, int], weight: torch.Tensor | None = None, eps: float = 1e-12
+) -> torch.Tensor:
+    """Sum of the nuclear norms of the ``block x block`` Casorati matrices (pixels x frames) of ``x (t, x, y)``,
+    on a grid shifted by ``shift`` (wrapping round), each times the block's mean ``weight (x, y)``, divided by the
+    number of pixels. The singular values are the square roots of the eigenvalues of the frames' Gram matrix."""
+    nt, nx, ny = x.shape
+    xs = torch.roll(x, shifts=shift, dims=(1, 2))
+    bx, by = nx // block, ny // block
+    p = xs[:, : bx * block, : by * block].reshape(nt, bx, block, by, block).permute(1, 3, 2, 4, 0)
+    p = p.reshape(bx * by, block * block, nt)
+    nuc = _NuclearNorms.apply(p, eps)
+    if weight is not None:
+        ws = torch.roll(weight, shifts=shift, dims=(0, 1))[: bx * block, : by * block]
+        nuc = nuc * ws.reshape(bx, block, by, block).mean((1, 3)).reshape(-1)
+    return nuc.sum() / x.numel()
+
+
