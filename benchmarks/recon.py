@@ -377,6 +377,7 @@ def main() -> None:
         "weights": {k: WEIGHTS[k] for k in WEIGHTS},
         "runs": [],
     }
+    run = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # each row says which run it comes from (--merge)
     for case in args.cases.split(","):
         k, gt = make_case(seed=0, kind=case)
         plan = [("uniform", a, methods) for a in accels] + [(p, a, kt_methods) for p, a in kt_rows]
@@ -397,13 +398,14 @@ def main() -> None:
                     "method": name,
                     "seconds": seconds,
                     "cpu_seconds": cpu,
+                    "run": run,
                     **s,
                 }
                 results["runs"].append(row)
                 _print(row)
         for accel in [int(a) for a in args.temporal.split(",") if a]:
             for row in temporal_sr(k, gt, accel):
-                row |= {"case": case, "pattern": "uniform, even frames"}
+                row |= {"case": case, "pattern": "uniform, even frames", "run": run}
                 results["runs"].append(row)
                 _print(row)
     if args.merge and out.exists():
@@ -488,6 +490,12 @@ def render_table(results: dict) -> str:
             f"{r['seconds']:.1f} | "
             f"{r.get('cpu_seconds', float('nan')):.1f} | {rate} |"
         )
+    runs: dict[str, set[str]] = {}
+    for r in results["runs"]:
+        runs.setdefault(r.get("run", "an earlier run"), set()).add(LABELS[r["method"]])
+    if len(runs) > 1:
+        lines += ["", "Rows from more than one run (`--merge`); times compare only within a run:"]
+        lines += [f"- {run}: {', '.join(sorted(methods))}" for run, methods in sorted(runs.items())]
     lines += ["", *summary_lines(results)]
     return "\n".join(lines)
 
