@@ -128,10 +128,10 @@ def _alternating(n: int, like: torch.Tensor) -> torch.Tensor:
     return 1.0 - 2.0 * (torch.arange(n, device=like.device) % 2).to(like.real.dtype)
 
 
-def _fft_x(z: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """The centred orthonormal 1D FFT (or its inverse) over the second-to-last axis (readout)."""
+def _fft_x(z: torch.Tensor, inverse: bool = False, dim: int = -2) -> torch.Tensor:
+    """The centred orthonormal 1D FFT (or its inverse) over the readout axis ``dim`` (second-to-last by default)."""
     fft = torch.fft.ifft if inverse else torch.fft.fft
-    return torch.fft.fftshift(fft(torch.fft.ifftshift(z, dim=-2), dim=-2, norm="ortho"), dim=-2)
+    return torch.fft.fftshift(fft(torch.fft.ifftshift(z, dim=dim), dim=dim, norm="ortho"), dim=dim)
 
 
 class FFT2cColumns(Linop):
@@ -270,7 +270,7 @@ class SenseColumns(Linop):
         z = torch.mm(self.frame_dft(self.dft_t, t), coil.reshape(nc * nx, ny).T).view(-1, nc, nx)
         if self.kx_signs is not None:
             return torch.fft.fft(z, dim=-1, norm="ortho", out=out)
-        k = torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(z, dim=-1), dim=-1, norm="ortho"), dim=-1)
+        k = _fft_x(z, dim=-1)
         return k if out is None else out.copy_(k)
 
     def native_frame_adjoint(self, k: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -284,7 +284,7 @@ class SenseColumns(Linop):
             if self.kx_signs is not None:
                 z = torch.fft.ifft(k, dim=-1, norm="ortho")
             else:
-                z = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(k, dim=-1), dim=-1, norm="ortho"), dim=-1)
+                z = _fft_x(k, inverse=True, dim=-1)
             coil = torch.mm(z.view(n_cols, nc * nx).T, self.frame_dft(self.dft_t_conj, t))
             coil = coil.view(nc, nx, -1).mul_(self.column_maps_conj)
         return torch.sum(coil, 0, out=out)
