@@ -267,12 +267,16 @@ INRSR_VARIANTS = {
     "inrsr_hash": {"encoding": "hash"},
     "inrsr_pixel": {"encoding": "pixel"},
     "inrsr_joint": {"coils": "joint"},
+    "inrsr_settle_strict": {"settle_tol": 0.0},
     # k-t masks: the low-rank term and its motion weights off one at a time, and the fixed-line settings
     "inrsr_kt_no_llr": {"llr": 0.0},
     "inrsr_kt_no_motion": {"acs_motion": 0.0},
     "inrsr_kt_fixed_line": FIXED_LINE_SETTINGS,
+    "inrsr_kt_llr_every_step": {"llr_every": 1},
     # the same lines in every frame at low R: the low-rank term off
     "inrsr_low_r_no_llr": {"llr": 0.0},
+    "inrsr_low_r_llr_every_step": {"llr_every": 1},
+    "inrsr_low_r_settle_strict": {"settle_tol": 0.0},
 }
 VARIANT_ACCELS = (8,)
 KT_VARIANT_ROW = ("ktUniform", 16)
@@ -280,7 +284,7 @@ LOW_R_VARIANT_ROW = ("uniform", 4)
 CASES = ("phantom", "textured")
 KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24", "ktGaussian:16", "ktRadial:8")
 KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", "inrsr", "inrsr_kt_no_llr",
-              "inrsr_kt_no_motion", "inrsr_kt_fixed_line")  # fmt: skip
+              "inrsr_kt_no_motion", "inrsr_kt_fixed_line", "inrsr_kt_llr_every_step")  # fmt: skip
 CLASSIC = ("sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr")
 METHODS = ("zerofill", "sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", *INRSR_VARIANTS)
 LABELS = {
@@ -301,6 +305,10 @@ LABELS = {
     "inrsr_kt_no_motion": "inrsr --acs-motion 0 (the same temporal weight everywhere)",
     "inrsr_kt_fixed_line": "inrsr with the fixed-line settings (--llr 0 --acs-motion 0 --tv-factor 0.3)",
     "inrsr_low_r_no_llr": "inrsr --llr 0 (no low-rank term)",
+    "inrsr_kt_llr_every_step": "inrsr --llr-every 1 (the low-rank term on every step)",
+    "inrsr_low_r_llr_every_step": "inrsr --llr-every 1 (the low-rank term on every step)",
+    "inrsr_settle_strict": "inrsr --settle-tol 0 (weights lowered only when the held-out error stops improving)",
+    "inrsr_low_r_settle_strict": "inrsr --settle-tol 0 (weights lowered only when the held-out error stops improving)",
     "inrsr_tsr": "inrsr --frames 18 (half the frames acquired)",
     "inrsr_pixel_tsr": "pixel tensor --frames 18 (half the frames acquired)",
     "linear_tsr": "linear interpolation of inrsr's acquired frames",

@@ -125,7 +125,30 @@ HoldoutOpt = Annotated[
     float,
     typer.Option("--holdout", help="Share of sampled lines outside the ACS held out to choose the step."),
 ]
-PatienceOpt = Annotated[int, typer.Option("--patience", help="Stop after this many steps without held-out gain.")]
+PatienceOpt = Annotated[
+    int,
+    typer.Option(
+        "--patience",
+        help="Steps over which the held-out error is watched: when it has settled (see --settle-tol), the weights "
+        "are lowered (--tv-stages) or the fit stops.",
+    ),
+]
+SettleTolOpt = Annotated[
+    float,
+    typer.Option(
+        "--settle-tol",
+        help="The held-out error has settled when its best value fell by at most this share over the last "
+        "--patience steps (0: when it did not fall at all).",
+    ),
+]
+LlrEveryOpt = Annotated[
+    int,
+    typer.Option(
+        "--llr-every",
+        help="Evaluate the locally low-rank term on every n-th step only, n times as strong (its "
+        "eigendecompositions are the costliest part of a step).",
+    ),
+]
 SpacingOpt = Annotated[
     str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: the slice distance, if known).")
 ]
@@ -167,6 +190,7 @@ def recon_command(
     tv_stages: TvStagesOpt = _D.tv_stages,
     tv_factor: TvFactorOpt = _D.tv_factor,
     llr: LlrOpt = _D.llr,
+    llr_every: LlrEveryOpt = _D.llr_every,
     acs_motion: AcsMotionOpt = _D.acs_motion,
     dc: DcOpt = _D.dc,
     frames: FramesOpt = _D.frames,
@@ -174,6 +198,7 @@ def recon_command(
     lr: LrOpt = _D.lr,
     holdout: HoldoutOpt = _D.holdout,
     patience: PatienceOpt = _D.patience,
+    settle_tol: SettleTolOpt = _D.settle_tol,
     spacing: SpacingOpt = "1",
     slice_distance: SliceDistanceOpt = None,
     save_mat: SaveMatOpt = None,
@@ -225,6 +250,7 @@ def recon_command(
         tv_stages=tv_stages,
         tv_factor=tv_factor,
         llr=llr,
+        llr_every=llr_every,
         acs_motion=acs_motion,
         dc=dc,
         frames=frames,
@@ -232,6 +258,7 @@ def recon_command(
         lr=lr,
         holdout=holdout,
         patience=patience,
+        settle_tol=settle_tol,
         device=device,
         seed=seed,
         quiet=quiet,

@@ -54,6 +54,7 @@ class ReconConfig:
     # None: chosen by the mask (KT_SETTINGS when the lines change from frame to frame, FIXED_LINE_SETTINGS else)
     llr: float | None = None  # weight of the locally low-rank term (0: off)
     llr_block: int = 8
+    llr_every: int = 2  # the low-rank term on every n-th step, n times as strong (fewer eigendecompositions)
     acs_motion: float | None = None  # temporal terms weighted 1 / (1 + m / acs_motion) per pixel (0: uniform)
     tv_stages: int = 3  # times the regularisation weights may be lowered when the held-out error settles (0: fixed)
     tv_factor: float | None = None  # by this factor each time
@@ -63,6 +64,7 @@ class ReconConfig:
     lr: float = 3e-2
     holdout: float = 0.05
     patience: int = 40
+    settle_tol: float = 0.005  # settled: the best held-out error fell by at most this share over `patience` steps
     n_levels: int = 8
     features_per_level: int = 2
     hidden: int = 64
@@ -103,6 +105,8 @@ class ReconConfig:
             raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
         if self.tv_stages < 0 or (self.tv_factor is not None and not 0 < self.tv_factor < 1):
             raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")
+        if not 0 <= self.settle_tol < 1:
+            raise InputError(f"--settle-tol must be in [0, 1), got {self.settle_tol}")
         if not 0 <= self.holdout < 0.5:
             raise InputError(f"--holdout must be in [0, 0.5), got {self.holdout}")
         if self.tv_space < 0 or self.tv_time < 0 or (self.llr or 0) < 0:
@@ -111,6 +115,8 @@ class ReconConfig:
             raise InputError(f"--acs-motion must be >= 0 (0: one temporal weight everywhere), got {self.acs_motion}")
         if self.llr_block < 2:
             raise InputError(f"the low-rank block size must be >= 2, got {self.llr_block}")
+        if self.llr_every < 1:
+            raise InputError(f"--llr-every must be >= 1, got {self.llr_every}")
 
     def for_mask(self, kt: bool, accel: float | None = None) -> ReconConfig:
         """These settings with each one left as None taken from ``KT_SETTINGS`` (``kt``: the sampled lines change
@@ -144,10 +150,12 @@ class ReconConfig:
             tv_time=self.tv_time,
             llr=self.llr,
             llr_block=self.llr_block,
+            llr_every=self.llr_every,
             steps=self.steps,
             lr=self.lr,
             lr_final=self.lr / 3,
             patience=self.patience,
+            settle_tol=self.settle_tol,
             tv_stages=self.tv_stages,
             tv_factor=self.tv_factor,
             joint_coils=self.coils == "joint",

@@ -6,10 +6,11 @@ Loss, with ``A = mask * FFT2c * Coils(S)`` and ``N`` the number of pixels of the
 
 with ``rho`` the squared magnitude (L2) or a Huber function of the real and imaginary parts. A random share of
 the sampled lines outside the ACS is held out of the loss; every step reports the relative error on them, and
-the image at the step with the lowest held-out error after a warm-up is kept. When it has not improved for
-``patience`` steps, the regularisation weights are lowered (``tv_stages``); a lowering that does not help is undone
-once, and training stops when the error settles again. The final hard data-consistency step puts every measured
-sample back, held-out ones included.
+the image at the step with the lowest held-out error after a warm-up is kept. When it has settled (its best value
+fell by at most ``settle_tol`` over ``patience`` steps), the regularisation weights are lowered (``tv_stages``); a
+lowering that does not help is undone once, and training stops when the error settles again
+(:class:`WeightSchedule`). The final hard data-consistency step puts every measured sample back, held-out ones
+included.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ class FitSettings:
     tv_factor: float
     llr: float = 0.0  # weight of the locally low-rank term (nuclear norm of each block's Casorati matrix)
     llr_block: int = 8
+    llr_every: int = 1  # the low-rank term on every n-th step only, n times as strong (its eigendecompositions cost)
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
+    settle_tol: float = 0.0  # settled: the best held-out error fell by at most this share over `patience` steps
 
 
 @dataclass
@@ -148,6 +151,57 @@ def motion_weight(
     return 1.0 / (1.0 + dev / scale)
 
 
+class WeightSchedule:
+    """When to lower the regularisation weights and when to stop, from the held-out error alone.
+
+    The error has *settled* when its best value fell by at most ``tol`` (relative) over the last ``patience``
+    steps of a stage (after ``first``, the warm-up's last step). Then, if the current weights still improved it
+    (or are the first), they are lowered by ``factor`` (at most ``stages`` times); if a lowering did not help, the
+    previous weights come back once and the fit trains on there; settled at the last weights, it stops.
+
+    >>> w = WeightSchedule(patience=2, stages=1, factor=0.5)
+    >>> [w.update(step, best, best_step) or w.scale for step, best, best_step in
+    ...  [(0, 1.0, 0), (1, 0.9, 1), (2, 0.9, 1), (3, 0.9, 1), (4, 0.9, 1), (5, 0.8, 5), (6, 0.7, 6)]]
+    [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
+    >>> w.update(7, 0.7, 6), w.update(8, 0.7, 6), w.update(9, 0.7, 6)
+    (False, False, True)
+
+    With a tolerance, an error that still falls, but slowly, has settled too:
+
+    >>> w = WeightSchedule(patience=2, stages=1, factor=0.5, tol=0.05)
+    >>> [w.update(step, 1.0 - 0.01 * step, step) or w.scale for step in range(5)]
+    [1.0, 1.0, 1.0, 0.5, 0.5]
+
+    A lowering after which the error does not improve is undone, once:
+
+    >>> w = WeightSchedule(patience=1, stages=2, factor=0.5)
+    >>> [w.update(step, 1.0, 0) or w.scale for step in range(6)], w.update(6, 1.0, 0)
+    ([1.0, 1.0, 0.5, 0.5, 1.0, 1.0], True)
+    """
+
+    def __init__(self, patience: int, stages: int, factor: float, tol: float = 0.0, first: int = 0) -> None:
+        self.patience, self.stages, self.factor, self.tol, self.first = patience, stages, factor, tol, first
+        self.scale = 1.0  # the weights' factor now
+        self.stage, self.stage_start, self.undone = 0, 0, False
+        self._best: list[float] = []  # the best held-out error at each step
+
+    def update(self, step: int, best: float, best_step: int) -> bool:
+        """Step ``step`` ended with the best held-out error ``best``, reached at ``best_step``; true: stop."""
+        self._best.append(best)
+        ref = step - self.patience - 1
+        if ref < max(self.stage_start, self.first) or self._best[ref] - best > self.tol * abs(best):
+            return False
+        failed = self.stage > 0 and best_step < self.stage_start
+        if self.undone or (self.stage >= self.stages and not failed):
+            return True
+        if failed:  # the data ask for no less regularisation: back to the previous weights, once
+            self.undone, self.scale = True, self.scale / self.factor
+        else:
+            self.stage, self.scale = self.stage + 1, self.scale * self.factor
+        self.stage_start = step
+        return False
+
+
 def fit_slice(
     kspace: torch.Tensor,
     train_mask: torch.Tensor,
@@ -228,13 +282,20 @@ def fit_slice(
     history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": []}
     llr_gen = torch.Generator().manual_seed(0)
     step = 0
-    stage, stage_start, tv_scale, settled = 0, 0, 1.0, False
+    schedule = WeightSchedule(
+        settings.patience,
+        settings.tv_stages,
+        settings.tv_factor,
+        settings.settle_tol,
+        first=warmup - 1 if has_hold else settings.steps,
+    )
     for step in range(settings.steps):
         opt.zero_grad(set_to_none=True)
         planes = model.render_planes()  # (2, t, x, y): real and imaginary parts
-        image = torch.complex(planes[0], planes[1]) if fused is None or settings.llr > 0 else None
+        low_rank = settings.llr > 0 and nt > 1 and step % settings.llr_every == 0
+        image = torch.complex(planes[0], planes[1]) if fused is None or low_rank else None
         s = coil_field.maps() if coil_field is not None else maps
-        tv.space, tv.time = tv_scale * settings.tv_space, tv_scale * settings.tv_time
+        tv.space, tv.time = schedule.scale * settings.tv_space, schedule.scale * settings.tv_time
         if fused is not None:
             loss = frame_loss(planes, [fused, tv])
             hold_sum = fused.hold
@@ -243,11 +304,12 @@ def fit_slice(
             loss, hold_sum = data_term(image, s)
             if tv.space > 0 or tv.time > 0:
                 loss = loss + frame_loss(planes, [tv])
-        if settings.llr > 0 and nt > 1:
+        if low_rank:
             assert image is not None
             b = settings.llr_block
             shift = tuple(int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
-            loss = loss + tv_scale * settings.llr * llr(image, b, shift, weight=time_weight)
+            strength = schedule.scale * settings.llr * settings.llr_every
+            loss = loss + strength * llr(image, b, shift, weight=time_weight)
         with torch.no_grad():
             if has_hold:
                 hold = hold_sum / hold_norm
@@ -264,20 +326,11 @@ def fit_slice(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history["loss"].append(float(loss.detach()))
         history["holdout"].append(hold if has_hold else float("nan"))
-        history["tv_scale"].append(tv_scale)
+        history["tv_scale"].append(schedule.scale)
         if progress is not None:
             progress.update(1, loss=float(loss.detach()), holdout=hold if has_hold else float("nan"))
-        if step - max(best[1], stage_start) > settings.patience:
-            # The held-out error has settled at these TV weights. If they still improved it (or are the first),
-            # try weights tv_factor lower from here. If not, the data ask for no less regularisation: go back to
-            # the previous weights once and train on there (the held-out error may still fall), then stop.
-            failed = stage > 0 and best[1] < stage_start
-            if settled or (stage >= settings.tv_stages and not failed):
-                break
-            if failed:
-                settled, stage_start, tv_scale = True, step, tv_scale / settings.tv_factor
-            else:
-                stage, stage_start, tv_scale = stage + 1, step, tv_scale * settings.tv_factor
+        if schedule.update(step, best[0], best[1]):
+            break
         loss.backward()
         opt.step()
         sched.step()

@@ -122,6 +122,8 @@ def _undersampled(tmp_path, cine):
         (["FULL", "--accel", 4, "--frames", 16, "--method", "zerofill"], "--frames renders the fitted model"),
         (["FULL", "--accel", 4, "--pattern", "ktUniform", "--llr", -1], "--llr must be >= 0"),
         (["FULL", "--accel", 4, "--acs-motion", -0.5], "--acs-motion must be >= 0"),
+        (["FULL", "--accel", 4, "--llr-every", 0], "--llr-every must be >= 1, got 0"),
+        (["FULL", "--accel", 4, "--settle-tol", 1.5], "--settle-tol must be in [0, 1), got 1.5"),
     ],
 )
 def test_bad_kt_and_frames_input_fails_in_one_line(tmp_path, full_file, cine, args, message):
