@@ -324,11 +324,12 @@ def fit_slice(
             best = (hold, step, current, s.detach().clone())
             if settings.render_frames is not None:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history["loss"].append(float(loss.detach()))
+        loss_value = float(loss.detach())
+        history["loss"].append(loss_value)
         history["holdout"].append(hold if has_hold else float("nan"))
         history["tv_scale"].append(schedule.scale)
         if progress is not None:
-            progress.update(1, loss=float(loss.detach()), holdout=hold if has_hold else float("nan"))
+            progress.update(1, loss=loss_value, holdout=hold if has_hold else float("nan"))
         if schedule.update(step, best[0], best[1]):
             break
         loss.backward()

@@ -8,6 +8,7 @@ from kspace_synth import cine_kspace
 
 from inrsr.errors import InputError
 from inrsr.recon import masks as M
+from inrsr.recon import solver
 from inrsr.recon.api import ReconConfig, reconstruct_slice
 from inrsr.recon.config import FIXED_LINE_LOW_SETTINGS, FIXED_LINE_SETTINGS, KT_SETTINGS
 from inrsr.recon.loss import llr as _llr
@@ -108,8 +109,6 @@ def test_kt_settings_beat_the_fixed_line_settings_under_a_kt_mask():
 def test_llr_every_n_steps_evaluates_the_term_on_those_steps_n_times_as_strong(monkeypatch):
     """``llr_every = 2``: the low-rank term on steps 0, 2, 4 only, twice as strong; the first step's loss is the
     every-step loss plus one more times the term (same start, same block shift)."""
-    import inrsr.recon.solver as solver
-
     k, _, _ = cine_kspace(NX, NY, NT, NC, noise=0.002, seed=0)
     mask = M.pattern_mask("ktUniform", NX, NY, NT, 4, 12)
     kus = np.where(mask[:, None], k, 0)
