@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +210,7 @@ def run_method(name: str, kus: np.ndarray, mask: np.ndarray, weight=None, maps=N
     if name == "bart_llr":
         return bart_pics(kus, None, llr=w)
     if name in INRSR_VARIANTS:
-        return run_inrsr(kus, mask, **INRSR_VARIANTS[name], **(weight or {}))
+        return run_inrsr(kus, mask, **INRSR_VARIANTS[name].overrides, **(weight or {}))
     raise ValueError(name)
 
 
@@ -259,32 +260,57 @@ def scores(gt: np.ndarray, pred: np.ndarray) -> dict:
     return {"crop": crop, "full": full}
 
 
-# inrsr with its defaults, and one row per default stage turned off or option (run at VARIANT_ACCELS only).
+@dataclass(frozen=True)
+class Variant:
+    """inrsr with ``overrides`` of its defaults, run at the rows ``(pattern, R)`` listed in ``rows`` (every row
+    when None)."""
+
+    overrides: dict
+    label: str
+    rows: tuple[tuple[str, int], ...] | None = ()
+
+
+R8 = (("uniform", 8),)
+R4 = (("uniform", 4),)
+KT16 = (("ktUniform", 16),)
+# inrsr with its defaults, and one row per default stage turned off or option, at the rows where it matters.
 INRSR_VARIANTS = {
-    "inrsr": {},
-    "inrsr_fixed_tv": {"tv_stages": 0},
-    "inrsr_all_coils": {"virtual_coils": 0},
-    "inrsr_hash": {"encoding": "hash"},
-    "inrsr_pixel": {"encoding": "pixel"},
-    "inrsr_joint": {"coils": "joint"},
-    "inrsr_settle_strict": {"settle_tol": 0.0},
-    # k-t masks: the low-rank term and its motion weights off one at a time, and the fixed-line settings
-    "inrsr_kt_no_llr": {"llr": 0.0},
-    "inrsr_kt_no_motion": {"acs_motion": 0.0},
-    "inrsr_kt_fixed_line": FIXED_LINE_SETTINGS,
-    "inrsr_kt_llr_every_step": {"llr_every": 1},
-    # the same lines in every frame at low R: the low-rank term off
-    "inrsr_low_r_no_llr": {"llr": 0.0},
-    "inrsr_low_r_llr_every_step": {"llr_every": 1},
-    "inrsr_low_r_settle_strict": {"settle_tol": 0.0},
+    "inrsr": Variant({}, "inrsr (default)", None),
+    "inrsr_fixed_tv": Variant({"tv_stages": 0}, "inrsr --tv-stages 0 (TV weights fixed)", R8),
+    "inrsr_all_coils": Variant({"virtual_coils": 0}, "inrsr --virtual-coils 0 (all 10 coils)", R8),
+    "inrsr_hash": Variant({"encoding": "hash"}, "inrsr --encoding hash (grids + MLP)", R8),
+    "inrsr_pixel": Variant({"encoding": "pixel"}, "inrsr --encoding pixel (no field: ablation)", R8),
+    "inrsr_joint": Variant({"coils": "joint"}, "inrsr --coils joint", R8),
+    "inrsr_settle_strict": Variant(
+        {"settle_tol": 0.0},
+        "inrsr --settle-tol 0 (weights lowered only when the held-out error stops improving)",
+        R4 + R8,
+    ),
+    # the low-rank term (on by default under k-t masks and at low R) and its options
+    "inrsr_no_llr": Variant({"llr": 0.0}, "inrsr --llr 0 (no low-rank term)", R4 + KT16),
+    "inrsr_llr_every_step": Variant(
+        {"llr_every": 1}, "inrsr --llr-every 1 (the low-rank term on every step)", R4 + KT16
+    ),
+    "inrsr_kt_no_motion": Variant(
+        {"acs_motion": 0.0}, "inrsr --acs-motion 0 (the same temporal weight everywhere)", KT16
+    ),
+    "inrsr_kt_fixed_line": Variant(
+        FIXED_LINE_SETTINGS,
+        "inrsr with the fixed-line settings (--llr 0 --acs-motion 0 --tv-factor 0.3)",
+        KT16,
+    ),
 }
-VARIANT_ACCELS = (8,)
-KT_VARIANT_ROW = ("ktUniform", 16)
-LOW_R_VARIANT_ROW = ("uniform", 4)
+# rows of earlier runs under the names they had then (read by --merge and --render)
+RENAMED = {
+    "inrsr_kt_no_llr": "inrsr_no_llr",
+    "inrsr_low_r_no_llr": "inrsr_no_llr",
+    "inrsr_kt_llr_every_step": "inrsr_llr_every_step",
+    "inrsr_low_r_llr_every_step": "inrsr_llr_every_step",
+    "inrsr_low_r_settle_strict": "inrsr_settle_strict",
+}
 CASES = ("phantom", "textured")
 KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24", "ktGaussian:16", "ktRadial:8")
-KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", "inrsr", "inrsr_kt_no_llr",
-              "inrsr_kt_no_motion", "inrsr_kt_fixed_line", "inrsr_kt_llr_every_step")  # fmt: skip
+KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", *INRSR_VARIANTS)
 CLASSIC = ("sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr")
 METHODS = ("zerofill", "sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", *INRSR_VARIANTS)
 LABELS = {
@@ -295,20 +321,7 @@ LABELS = {
     "bart_ttv": "BART pics temporal TV",
     "bart_ttv_wav": "BART pics temporal TV + wavelets",
     "bart_llr": "BART pics locally low rank",
-    "inrsr": "inrsr (default)",
-    "inrsr_fixed_tv": "inrsr --tv-stages 0 (TV weights fixed)",
-    "inrsr_all_coils": "inrsr --virtual-coils 0 (all 10 coils)",
-    "inrsr_hash": "inrsr --encoding hash (grids + MLP)",
-    "inrsr_pixel": "inrsr --encoding pixel (no field: ablation)",
-    "inrsr_joint": "inrsr --coils joint",
-    "inrsr_kt_no_llr": "inrsr --llr 0 (no low-rank term)",
-    "inrsr_kt_no_motion": "inrsr --acs-motion 0 (the same temporal weight everywhere)",
-    "inrsr_kt_fixed_line": "inrsr with the fixed-line settings (--llr 0 --acs-motion 0 --tv-factor 0.3)",
-    "inrsr_low_r_no_llr": "inrsr --llr 0 (no low-rank term)",
-    "inrsr_kt_llr_every_step": "inrsr --llr-every 1 (the low-rank term on every step)",
-    "inrsr_low_r_llr_every_step": "inrsr --llr-every 1 (the low-rank term on every step)",
-    "inrsr_settle_strict": "inrsr --settle-tol 0 (weights lowered only when the held-out error stops improving)",
-    "inrsr_low_r_settle_strict": "inrsr --settle-tol 0 (weights lowered only when the held-out error stops improving)",
+    **{name: v.label for name, v in INRSR_VARIANTS.items()},
     "inrsr_tsr": "inrsr --frames 18 (half the frames acquired)",
     "inrsr_pixel_tsr": "pixel tensor --frames 18 (half the frames acquired)",
     "linear_tsr": "linear interpolation of inrsr's acquired frames",
@@ -366,9 +379,10 @@ def main() -> None:
     flush_subnormals_from_the_start()  # as the command does: before any parallel PyTorch operation
     out = ROOT / "benchmarks" / "results" / "recon.json"
     if args.render:
-        table = render_table(json.loads(out.read_text()))
+        saved = load_results(out)
+        table = render_table(saved)
         print(table)
-        write_docs(table, json.loads(out.read_text()).get("cpu", ""))
+        write_docs(table, saved.get("cpu", ""))
         return
     methods = [m for m in args.methods.split(",") if available(m)]
     if args.tune:
@@ -392,7 +406,8 @@ def main() -> None:
         for pattern, accel, names in plan:
             kus, mask = undersample(k, accel, pattern)
             for name in names:
-                if name in INRSR_VARIANTS and name != "inrsr" and not _variant_runs(name, pattern, accel):
+                rows = INRSR_VARIANTS[name].rows if name in INRSR_VARIANTS else None
+                if rows is not None and (pattern, accel) not in rows:
                     continue
                 start, cpu0 = time.perf_counter(), _cpu()
                 pred = run_method(name, kus, mask)
@@ -421,7 +436,7 @@ def main() -> None:
             return r["case"], r["pattern"], r["accel"], r["method"]
 
         rerun = {row_key(r) for r in results["runs"]}
-        kept = [r for r in json.loads(out.read_text())["runs"] if row_key(r) not in rerun]
+        kept = [r for r in load_results(out)["runs"] if row_key(r) not in rerun]
         results["runs"] = kept + results["runs"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -431,12 +446,12 @@ def main() -> None:
         write_docs(table, results["cpu"])
 
 
-def _variant_runs(name: str, pattern: str, accel: int) -> bool:
-    if name.startswith("inrsr_kt_"):
-        return (pattern, accel) == KT_VARIANT_ROW
-    if name.startswith("inrsr_low_r_"):
-        return (pattern, accel) == LOW_R_VARIANT_ROW
-    return pattern == "uniform" and accel in VARIANT_ACCELS
+def load_results(path: Path) -> dict:
+    """A saved benchmark JSON, its rows' methods under today's names (``RENAMED``)."""
+    results = json.loads(path.read_text())
+    for r in results["runs"]:
+        r["method"] = RENAMED.get(r["method"], r["method"])
+    return results
 
 
 def _print(row: dict) -> None:

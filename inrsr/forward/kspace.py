@@ -203,9 +203,17 @@ class SenseColumns(Linop):
     over ``x`` runs along the contiguous last axis) and k-space's sign checkerboard is left out (it is moved onto
     the data: a squared error does not see a sign common to both sides). :meth:`native_layout` moves weights
     (masks) into the same axes without signs.
+
+    With even ``X`` and ``Y`` and a frame's columns at least ``FFT_Y_SHARE`` of ``Y`` (the default of ``fft_y``),
+    the DFT rows over ``y`` are an FFT over all of ``y`` (along the contiguous last axis) and a gather of the
+    columns: ``Y log Y`` operations per row instead of ``Y * K``, cheaper than the matrix product from about a
+    fifth of the columns on (a CPU). Then k-space's signs along ``ky`` are moved onto the data like those along
+    ``kx``.
     """
 
-    def __init__(self, maps: torch.Tensor, cols: torch.Tensor, n_frames: int) -> None:
+    FFT_Y_SHARE = 0.2
+
+    def __init__(self, maps: torch.Tensor, cols: torch.Tensor, n_frames: int, fft_y: bool | None = None) -> None:
         nc, nx, ny = maps.shape
         self.columns = FFT2cColumns((n_frames, nc, nx, ny), cols.to(maps.device)).to(maps.dtype)
         super().__init__((n_frames, nx, ny), self.columns.oshape)
@@ -225,13 +233,39 @@ class SenseColumns(Linop):
         if self.all_columns and self.kx_signs is not None and ny % 2 == 0:
             sy = _alternating(ny, self.maps)
             self.signs = (self.column_maps * sy, self.kx_signs * sy * (-1) ** (ny // 2))
+        # the FFT over y and a gather of the columns: the maps carry (-1)^y, k-space (-1)^(ky - Y/2) at the columns
+        even = self.kx_signs is not None and ny % 2 == 0
+        if fft_y is None:
+            fft_y = even and not self.all_columns and cols.shape[-1] >= self.FFT_Y_SHARE * ny
+        if fft_y and (not even or self.all_columns):
+            raise ValueError("the FFT over y needs an even matrix and a subset of the columns")
+        self.fft_y = bool(fft_y)
+        self.cols = cols.to(maps.device)
+        self.ky_signs: torch.Tensor | None = None  # (K,) or (T, K), real
+        if self.fft_y:
+            sy = _alternating(ny, self.maps)
+            self.column_maps = self.column_maps * sy
+            self.column_maps_conj = self.column_maps.conj().resolve_conj()
+            self.ky_signs = sy[self.cols] * (-1) ** (ny // 2)
 
     def frame_dft(self, dft: torch.Tensor, t: int) -> torch.Tensor:
         return dft[t] if dft.ndim == 3 else dft
 
+    def frame_cols(self, t: int) -> torch.Tensor:
+        return self.cols[t] if self.cols.ndim == 2 else self.cols
+
     def native_layout(self, v: torch.Tensor) -> torch.Tensor:
         """``(T, C or 1, X, K)`` -> the axes of :meth:`native` (no signs: for weights and masks)."""
         return v if self.all_columns else v.permute(0, 3, 1, 2).contiguous()
+
+    def _native_signs(self) -> torch.Tensor | None:
+        """k-space's signs in the axes of :meth:`native` on the column path: ``(X,)``, or ``(K or T K, 1, X)``
+        with the FFT over y."""
+        if self.kx_signs is None:
+            return None
+        if self.ky_signs is None:
+            return self.kx_signs[:, 0]
+        return self.ky_signs[..., None, None] * self.kx_signs[:, 0]
 
     def native_data(self, k: torch.Tensor) -> torch.Tensor:
         """Data ``(T, C, X, K)`` in the frame of :meth:`native`: its axes, and k-space's signs (their own
@@ -241,7 +275,8 @@ class SenseColumns(Linop):
         if self.all_columns:
             return k
         k = self.native_layout(k)
-        return k * self.kx_signs[:, 0] if self.kx_signs is not None else k
+        signs = self._native_signs()
+        return k * signs if signs is not None else k
 
     def from_native(self, k: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`native_data`."""
@@ -249,7 +284,8 @@ class SenseColumns(Linop):
             return k * self.signs[1]
         if self.all_columns:
             return k
-        k = k * self.kx_signs[:, 0] if self.kx_signs is not None else k
+        signs = self._native_signs()
+        k = k * signs if signs is not None else k
         return k.permute(0, 2, 3, 1).contiguous()
 
     def native(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,6 +303,9 @@ class SenseColumns(Linop):
             return k if out is None else out.copy_(k)
         nc, nx, ny = self.maps.shape
         coil = torch.mul(x, self.column_maps)
+        if self.fft_y:
+            z = torch.fft.fft(coil, dim=-1, norm="ortho")[..., self.frame_cols(t)].permute(2, 0, 1)
+            return torch.fft.fft(z, dim=-1, norm="ortho", out=out)
         z = torch.mm(self.frame_dft(self.dft_t, t), coil.reshape(nc * nx, ny).T).view(-1, nc, nx)
         if self.kx_signs is not None:
             return torch.fft.fft(z, dim=-1, norm="ortho", out=out)
@@ -281,6 +320,10 @@ class SenseColumns(Linop):
             coil = ifft2c(k).mul_(self.maps.conj())
         else:
             n_cols, nc, nx = k.shape
+            if self.fft_y:
+                z = torch.fft.ifft(k, dim=-1, norm="ortho").permute(1, 2, 0)
+                full = z.new_zeros(nc, nx, self.ishape[-1]).index_add_(-1, self.frame_cols(t), z)
+                return torch.sum(torch.fft.ifft(full, dim=-1, norm="ortho").mul_(self.column_maps_conj), 0, out=out)
             if self.kx_signs is not None:
                 z = torch.fft.ifft(k, dim=-1, norm="ortho")
             else:

@@ -59,6 +59,9 @@ def test_operators_are_adjoint_and_linear(odd):
         FFT2cColumns((t, c, nx, ny), torch.tensor([[1, 3], [0, ny - 1]])[:t]).to(torch.complex128),
         SenseColumns(maps, torch.tensor([0, 2, ny - 1]), t),
         SenseColumns(maps, torch.tensor([[1, 3], [0, ny - 1]])[:t], t),
+        SenseColumns(maps, torch.tensor([0, 2, ny - 1]), t, fft_y=not odd),
+        SenseColumns(maps, torch.tensor([[1, 1, 3], [0, 4, ny - 1]])[:t], t, fft_y=not odd),  # a repeated column
+        SenseColumns(maps, torch.tensor([1, ny - 2]), t, fft_y=False),
         SenseColumns(maps, torch.arange(ny), t),
         SenseColumns(_rand((c, 2 * nx, 2 * ny), 7), torch.arange(2 * ny), t),
     ]
@@ -107,9 +110,10 @@ def test_per_frame_columns_equal_each_frames_own_columns():
         FFT2cColumns((2, 2, 7, 9), cols)
 
 
+@pytest.mark.parametrize("fft_y", [None, False])  # None: the FFT over y where the matrix is even
 @pytest.mark.parametrize("nx", [9, 10])  # even: the FFT's shifts are signs
 @pytest.mark.parametrize("columns", ["shared", "per_frame", "all"])
-def test_fused_sense_columns_equal_the_composition_and_its_gradient(columns, nx):
+def test_fused_sense_columns_equal_the_composition_and_its_gradient(columns, nx, fft_y):
     t, c, ny = 3, 4, 8
     maps = _rand((c, nx, ny), 1).to(torch.complex64)
     cols = {
@@ -129,10 +133,22 @@ def test_fused_sense_columns_equal_the_composition_and_its_gradient(columns, nx)
 
     composed = FFT2cColumns((t, c, nx, ny), cols)
     ref_loss, ref_grad = loss_and_grad(lambda v: composed(v[:, None] * maps))
-    op = SenseColumns(maps, cols, t)
+    op = SenseColumns(maps, cols, t, fft_y=fft_y)
     assert op.all_columns == (columns == "all")
+    assert op.fft_y == (fft_y is None and columns != "all" and nx % 2 == 0)
     assert (op.signs is not None) == (columns == "all" and nx % 2 == 0)
     assert (op.kx_signs is not None) == (nx % 2 == 0)
     loss, grad = loss_and_grad(op)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-4)
+
+
+def test_fft_over_y_needs_an_even_matrix_and_a_subset_of_the_columns():
+    maps = _rand((2, 9, 8), 1).to(torch.complex64)
+    with pytest.raises(ValueError, match="even matrix"):
+        SenseColumns(maps, torch.tensor([1, 4]), 2, fft_y=True)
+    with pytest.raises(ValueError, match="even matrix"):
+        SenseColumns(_rand((2, 10, 8), 1), torch.arange(8), 2, fft_y=True)
+    # the default: the matrix product for a few columns, the FFT from FFT_Y_SHARE of them
+    assert not SenseColumns(_rand((2, 10, 40), 1), torch.tensor([3, 20, 31]), 2).fft_y
+    assert SenseColumns(_rand((2, 10, 40), 1), torch.arange(0, 40, 4), 2).fft_y
