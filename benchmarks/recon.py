@@ -281,6 +281,7 @@ INRSR_VARIANTS = {
     "inrsr_hash": Variant({"encoding": "hash"}, "inrsr --encoding hash (grids + MLP)", R8),
     "inrsr_pixel": Variant({"encoding": "pixel"}, "inrsr --encoding pixel (no field: ablation)", R8),
     "inrsr_joint": Variant({"coils": "joint"}, "inrsr --coils joint", R8),
+    "inrsr_no_dc": Variant({"dc": False}, "inrsr --no-dc (no final data consistency)", R8 + KT16),
     "inrsr_settle_strict": Variant(
         {"settle_tol": 0.0},
         "inrsr --settle-tol 0 (weights lowered only when the held-out error stops improving)",

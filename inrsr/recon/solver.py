@@ -282,12 +282,9 @@ def fit_slice(
     history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": []}
     llr_gen = torch.Generator().manual_seed(0)
     step = 0
+    # without held-out lines nothing tells when to lower the weights or stop: fixed weights, every step
     schedule = WeightSchedule(
-        settings.patience,
-        settings.tv_stages,
-        settings.tv_factor,
-        settings.settle_tol,
-        first=warmup - 1 if has_hold else settings.steps,
+        settings.patience, settings.tv_stages, settings.tv_factor, settings.settle_tol, first=warmup - 1
     )
     for step in range(settings.steps):
         opt.zero_grad(set_to_none=True)
@@ -330,7 +327,7 @@ def fit_slice(
         history["tv_scale"].append(schedule.scale)
         if progress is not None:
             progress.update(1, loss=loss_value, holdout=hold if has_hold else float("nan"))
-        if schedule.update(step, best[0], best[1]):
+        if has_hold and schedule.update(step, best[0], best[1]):
             break
         loss.backward()
         opt.step()

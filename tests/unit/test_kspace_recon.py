@@ -195,6 +195,20 @@ def test_holdout_stopping_chooses_a_sensible_step():
     assert true_err[fit.best_step] < 0.1 * true_err[0]
 
 
+
+def test_without_held_out_lines_the_weights_stay_fixed_and_every_step_runs(cine, monkeypatch):
+    """--holdout 0: nothing tells when to lower the weights or stop, so neither happens."""
+    k, _, _ = cine
+    mask, kus, gt, zf = _r4(k)
+    fits = []
+    original = solver.fit_slice
+    monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: fits.append(original(*a, **kw)) or fits[-1])
+    cfg = ReconConfig(steps=120, patience=5, settle_tol=0.5, holdout=0.0, quiet=True, device="cpu")
+    res = reconstruct_slice(kus, mask, cfg)
+    assert res.info["holdout_lines"] == 0 and res.info["steps_run"] == 120
+    assert set(fits[0].history["tv_scale"]) == {1.0}
+    assert _psnr(gt, res.image) > _psnr(gt, zf) + 3
+
 def test_ranking_array_is_the_challenge_crop_of_the_central_slices():
     nx, ny, nz, nt = 30, 24, 10, 5
     mag = np.arange(nx * ny * nz * nt, dtype=np.float64).reshape(nx, ny, nz, nt)
