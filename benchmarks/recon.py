@@ -267,7 +267,7 @@ class Variant:
 
     overrides: dict
     label: str
-    rows: tuple[tuple[str, int], ...] | None = ()
+    rows: tuple[tuple[str, int], ...] | None
 
 
 R8 = (("uniform", 8),)

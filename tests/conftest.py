@@ -14,3 +14,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def recorded_fits(monkeypatch) -> list:
+    """The ``FitResult`` of every slice ``reconstruct_slice`` fits during the test, in order (history included)."""
+    from inrsr.recon import solver
+
+    fits, real = [], solver.fit_slice
+    monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: fits.append(real(*a, **kw)) or fits[-1])
+    return fits

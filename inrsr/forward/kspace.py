@@ -224,17 +224,12 @@ class SenseColumns(Linop):
         if nx % 2 == 0:
             sx = _alternating(nx, self.maps)[:, None]
             self.kx_signs, self.column_maps = sx * (-1) ** (nx // 2), self.maps * sx
-        self.column_maps_conj = self.column_maps.conj().resolve_conj()
-        dft = self.columns.dft  # (Y, K) or (T, Y, K)
-        self.dft_t = dft.transpose(-1, -2).contiguous()  # (K, Y) or (T, K, Y)
-        self.dft_t_conj = self.dft_t.conj().resolve_conj()
         self.all_columns = cols.ndim == 1 and torch.equal(cols.cpu(), torch.arange(ny))
-        self.signs: tuple[torch.Tensor, torch.Tensor] | None = None  # (image, k-space), both axes
-        if self.all_columns and self.kx_signs is not None and ny % 2 == 0:
-            sy = _alternating(ny, self.maps)
-            self.signs = (self.column_maps * sy, self.kx_signs * sy * (-1) ** (ny // 2))
-        # the FFT over y and a gather of the columns: the maps carry (-1)^y, k-space (-1)^(ky - Y/2) at the columns
         even = self.kx_signs is not None and ny % 2 == 0
+        sy = _alternating(ny, self.maps) if even else None
+        self.signs: tuple[torch.Tensor, torch.Tensor] | None = None  # (image, k-space), both axes
+        if self.all_columns and sy is not None:
+            self.signs = (self.column_maps * sy, self.kx_signs * sy * (-1) ** (ny // 2))
         if fft_y is None:
             fft_y = even and not self.all_columns and cols.shape[-1] >= self.FFT_Y_SHARE * ny
         if fft_y and (not even or self.all_columns):
@@ -243,10 +238,13 @@ class SenseColumns(Linop):
         self.cols = cols.to(maps.device)
         self.ky_signs: torch.Tensor | None = None  # (K,) or (T, K), real
         if self.fft_y:
-            sy = _alternating(ny, self.maps)
+            # the FFT over y and a gather of the columns: the maps carry (-1)^y, k-space (-1)^(ky - Y/2) there
             self.column_maps = self.column_maps * sy
-            self.column_maps_conj = self.column_maps.conj().resolve_conj()
             self.ky_signs = sy[self.cols] * (-1) ** (ny // 2)
+        else:
+            self.dft_t = self.columns.dft.transpose(-1, -2).contiguous()  # (K, Y) or (T, K, Y)
+            self.dft_t_conj = self.dft_t.conj().resolve_conj()
+        self.column_maps_conj = self.column_maps.conj().resolve_conj()
 
     def frame_dft(self, dft: torch.Tensor, t: int) -> torch.Tensor:
         return dft[t] if dft.ndim == 3 else dft

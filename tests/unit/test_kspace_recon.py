@@ -10,7 +10,6 @@ from kspace_synth import cine_kspace
 from inrsr.encodings import FourierEncoding, HashGridEncoding
 from inrsr.errors import InputError
 from inrsr.recon import masks as M
-from inrsr.recon import solver
 from inrsr.recon.api import ReconConfig, build_mask, reconstruct_slice
 from inrsr.recon.coils import calibration_block, espirit_maps
 from inrsr.recon.model import grid_coords, grid_features, hash_encoding
@@ -195,19 +194,16 @@ def test_holdout_stopping_chooses_a_sensible_step():
     assert true_err[fit.best_step] < 0.1 * true_err[0]
 
 
-
-def test_without_held_out_lines_the_weights_stay_fixed_and_every_step_runs(cine, monkeypatch):
+def test_without_held_out_lines_the_weights_stay_fixed_and_every_step_runs(cine, recorded_fits):
     """--holdout 0: nothing tells when to lower the weights or stop, so neither happens."""
     k, _, _ = cine
     mask, kus, gt, zf = _r4(k)
-    fits = []
-    original = solver.fit_slice
-    monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: fits.append(original(*a, **kw)) or fits[-1])
     cfg = ReconConfig(steps=120, patience=5, settle_tol=0.5, holdout=0.0, quiet=True, device="cpu")
     res = reconstruct_slice(kus, mask, cfg)
     assert res.info["holdout_lines"] == 0 and res.info["steps_run"] == 120
-    assert set(fits[0].history["tv_scale"]) == {1.0}
+    assert set(recorded_fits[0].history["tv_scale"]) == {1.0}
     assert _psnr(gt, res.image) > _psnr(gt, zf) + 3
+
 
 def test_ranking_array_is_the_challenge_crop_of_the_central_slices():
     nx, ny, nz, nt = 30, 24, 10, 5
@@ -286,17 +282,14 @@ def test_tv_stages_lower_too_strong_weights_from_the_held_out_lines(cine):
     assert _psnr(gt, staged.image) > _psnr(gt, fixed.image) + 1.0
 
 
-def test_a_stage_that_does_not_help_goes_back_to_the_previous_weights_and_trains_on(monkeypatch):
+def test_a_stage_that_does_not_help_goes_back_to_the_previous_weights_and_trains_on(recorded_fits):
     """Noisy cine: lowering the weights does not improve the held-out error, so the fit goes back to the previous
     weights (tv_scale 0.3 -> 1) and trains on there for at least ``patience`` steps before it stops."""
     k, _, _ = cine_kspace(NX, NY, NT, NC, noise=0.05, seed=0)
     mask, kus, _, _ = _r4(k)
-    fits = []
-    real = solver.fit_slice
-    monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: fits.append(real(*a, **kw)) or fits[-1])
     res = reconstruct_slice(kus, mask, ReconConfig(steps=400, patience=30, holdout=0.1, llr=0.0, quiet=True,
                                                    device="cpu"))  # fmt: skip
-    scales = fits[0].history["tv_scale"]
+    scales = recorded_fits[0].history["tv_scale"]
     changes = [(i, scales[i]) for i in range(1, len(scales)) if scales[i] != scales[i - 1]]
     assert [s for _, s in changes] == [0.3, 1.0], changes
     back = changes[1][0]

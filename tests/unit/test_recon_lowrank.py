@@ -106,13 +106,13 @@ def test_kt_settings_beat_the_fixed_line_settings_under_a_kt_mask():
     assert np.mean(gains) > 0.5, gains
 
 
-def test_llr_every_n_steps_evaluates_the_term_on_those_steps_n_times_as_strong(monkeypatch):
+def test_llr_every_n_steps_evaluates_the_term_on_those_steps_n_times_as_strong(monkeypatch, recorded_fits):
     """``llr_every = 2``: the low-rank term on steps 0, 2, 4 only, twice as strong; the first step's loss is the
     every-step loss plus one more times the term (same start, same block shift)."""
     k, _, _ = cine_kspace(NX, NY, NT, NC, noise=0.002, seed=0)
     mask = M.pattern_mask("ktUniform", NX, NY, NT, 4, 12)
     kus = np.where(mask[:, None], k, 0)
-    calls, fits, real_llr, real_fit = [], [], solver.llr, solver.fit_slice
+    calls, real_llr = [], solver.llr
 
     def counted_llr(*a, **kw):
         value = real_llr(*a, **kw)
@@ -120,11 +120,10 @@ def test_llr_every_n_steps_evaluates_the_term_on_those_steps_n_times_as_strong(m
         return value
 
     monkeypatch.setattr(solver, "llr", counted_llr)
-    monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: fits.append(real_fit(*a, **kw)) or fits[-1])
     for every in (1, 2):
         reconstruct_slice(kus, mask, ReconConfig(steps=6, llr_every=every, quiet=True, device="cpu"))
     assert len(calls) == 6 + 3
-    first_every_step, first_every_other = fits[0].history["loss"][0], fits[1].history["loss"][0]
+    first_every_step, first_every_other = recorded_fits[0].history["loss"][0], recorded_fits[1].history["loss"][0]
     assert calls[6] == pytest.approx(calls[0], rel=1e-6)
     weight = KT_SETTINGS["llr"]
     assert first_every_other - first_every_step == pytest.approx(weight * calls[0], rel=1e-2)  # float32 loss
