@@ -140,7 +140,8 @@ def real_scan(model, qc_path: Path | None) -> dict | None:
     except ImportError:
         print("dipy is not installed: the real-scan part is skipped")
         return None
-    from inrsr.arssr.infer import super_resolve, target_grid
+    from inrsr.arssr.infer import super_resolve
+    from inrsr.arssr.inputs import target_grid
     from inrsr.io.nifti import load_volume
 
     lr = load_volume(get_fnames(name="aniso_vox"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .devices import ensure_memory
 from .geometry import Grid
+from .memory import ensure_memory
 from .model import SRModel
 from .progress import Progress
 

@@ -45,3 +45,13 @@ def write_orthogonal_stacks(folder, hr: Volume, thickness_mm: float = 3.0, noise
         save_volume(folder / f"stack_{axis}.nii.gz", stack.data, stack.affine)
         paths.append(str(folder / f"stack_{axis}.nii.gz"))
     return paths
+
+
+def write_stack(path, stack: Volume) -> None:
+    """Save a simulated stack as ``inrsr simulate`` does: the NIfTI and its acquisition sidecar beside it."""
+    from inrsr.io.nifti import save_volume
+    from inrsr.io.sidecar import write_sidecar
+    from inrsr.simulate import stack_sidecar
+
+    save_volume(path, stack.data, stack.affine)
+    write_sidecar(path, stack_sidecar(stack))

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..devices import ensure_memory
 from ..geometry import Grid, apply_affine
+from ..memory import ensure_memory
 from ..progress import Progress
 from ..volume import Volume
 from .consistency import ConsistencyResult, enforce_consistency
@@ -26,8 +26,6 @@ from .model import ArSSR, IntensityNorm
 #: Input voxels per tile edge (before the halo) and queries decoded at once.
 LR_TILE = 64
 QUERY_CHUNK = 1 << 17
-#: Negative intensities below this fraction of the robust maximum mean the input is not a magnitude image.
-NEGATIVE_TOLERANCE = 0.05
 
 
 def output_scale(volume: Volume, grid: Grid) -> np.ndarray:
@@ -102,29 +100,6 @@ def _block(model, lr, norm, out, out_to_src, lo, hi, halo, src_shape, scale, dev
     out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = flat.reshape(tuple(hi - lo))
 
 
-def check_input(volume: Volume, grid: Grid) -> None:
-    """Refuse, with one line, inputs the model cannot use: a constant volume, a volume with real negative values
-    (the model expects magnitude images), or an output grid that would change nothing."""
-    from ..errors import InputError
-
-    data = volume.data
-    if not np.isfinite(data).all():
-        raise InputError(f"{volume.name}: holds NaN or infinite values")
-    top = float(np.percentile(np.abs(data), 99.5))
-    if float(data.max()) == float(data.min()) or top == 0:
-        raise InputError(
-            f"{volume.name}: all voxels have the same intensity ({float(data.flat[0]):g}); nothing to upsample"
-        )
-    if float(data.min()) < -NEGATIVE_TOLERANCE * top:
-        raise InputError(
-            f"{volume.name}: has negative intensities down to {float(data.min()):.4g} (robust maximum {top:.4g}); "
-            "the model expects a magnitude image"
-        )
-    if grid.shape == volume.shape and np.allclose(grid.affine, volume.affine, atol=1e-4):
-        raise InputError(f"{volume.name}: the output grid is the input's own (scale 1); nothing would change")
-    ensure_memory(grid.n_voxels * 4 * 12 + volume.data.size * 8, f"super-resolving onto a {grid.shape} grid")
-
-
 def super_resolve(
     model: ArSSR,
     volume: Volume,
@@ -140,31 +115,6 @@ def super_resolve(
         return image, norm, None
     result = enforce_consistency(image, grid, volume, norm.high, thickness_mm=volume.meta.get("thickness_mm"))
     return result.image, norm, result
-
-
-def parse_scale(text: str) -> np.ndarray:
-    """``"S"`` or ``"Sx,Sy,Sz"``: positive upsampling factors along the input's voxel axes."""
-    from ..errors import InputError
-    from ..geometry import parse_spacing
-
-    try:
-        return parse_spacing(text)
-    except InputError:
-        raise InputError(f"scale {text!r}: expected 'S' or 'Sx,Sy,Sz' with positive factors") from None
-
-
-def target_grid(volume: Volume, scale: str | None = None, spacing: str | None = None, like: Grid | None = None) -> Grid:
-    """The output grid for ``volume``: ``like``'s grid, or ``volume``'s field of view (axis-aligned with it, same
-    centre) at ``volume.spacing / scale`` or at ``spacing`` mm. Exactly one of the three must be given."""
-    from ..errors import InputError
-    from ..geometry import output_grid, parse_spacing
-
-    if sum(x is not None for x in (scale, spacing, like)) != 1:
-        raise InputError("give exactly one of --spacing, --like or --scale")
-    if like is not None:
-        return like
-    step = volume.spacing / parse_scale(scale) if scale is not None else parse_spacing(spacing)
-    return output_grid([(volume.shape, volume.affine)], step, "union")
 
 
 def load_model(path: str | os.PathLike | None = None) -> tuple[ArSSR, str]:

@@ -171,6 +171,10 @@ def fit_command(
         if len(mask) != len(volumes):
             raise InputError(f"got {len(mask)} --mask files for {len(volumes)} stacks (give one per stack)")
         masks = [load_volume(m) for m in mask]
+    from ..fit.stacks import check_overlap, thicknesses
+
+    thicknesses(volumes, thickness_list)
+    check_overlap(volumes)
     if like is not None:
         grid = load_volume(like).grid
     else:

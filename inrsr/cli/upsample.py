@@ -84,7 +84,7 @@ def upsample_command(
         raise InputError("give exactly one of --spacing, --like or --scale")
     if not source.exists():
         raise InputError(f"{source}: no such file")
-    from ..io.checkpoints import is_checkpoint  # PyTorch loads only once the options are checked
+    from ..io.checkpoints import is_checkpoint
 
     if is_checkpoint(source):
         if model is not None:
@@ -157,8 +157,7 @@ def _super_resolve(source, output, spacing, like, scale, model, consistency, rep
 
     import numpy as np
 
-    from ..arssr.infer import check_input, load_model, output_scale, super_resolve, target_grid
-    from ..devices import resolve_device
+    from ..arssr.inputs import check_input, target_grid
     from ..io.nifti import load_volume, save_volume
     from ..io.sidecar import write_provenance
     from .common import write_json
@@ -166,6 +165,9 @@ def _super_resolve(source, output, spacing, like, scale, model, consistency, rep
     volume = load_volume(source)
     grid = target_grid(volume, scale=scale, spacing=spacing, like=load_volume(like).grid if like else None)
     check_input(volume, grid)
+    from ..arssr.infer import load_model, output_scale, super_resolve  # PyTorch loads once the input is checked
+    from ..devices import resolve_device
+
     net, model_name = load_model(model)
     dev = resolve_device(device)
     t0 = time.perf_counter()

@@ -17,11 +17,12 @@ import torch.nn.functional as F
 
 from .. import geometry
 from ..config import FitConfig, Motion
-from ..devices import ensure_memory, resolve_device, seed_everything
+from ..devices import resolve_device, seed_everything
 from ..errors import InputError
 from ..forward.posed_slices import PosedStackOperator, rigid_matrices, rigid_parameters
 from ..forward.slice_psf import psf_sigmas_mm
 from ..geometry import Grid, Normalization
+from ..memory import ensure_memory
 from ..model import SRModel
 from ..volume import Volume
 from . import register as reg

@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import InputError, first_line
 from .nifti import atomic_path
 
@@ -25,6 +23,8 @@ def save_checkpoint(path: str | os.PathLike, kind: str, state_dict: dict, metada
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
     with atomic_path(path) as tmp:
+        import torch
+
         torch.save(payload, tmp)
 
 
@@ -34,6 +34,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
     if not Path(path).is_file():
         raise InputError(f"{name}: no such file")
     try:
+        import torch
+
         payload = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = first_line(exc)

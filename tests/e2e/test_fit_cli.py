@@ -10,37 +10,26 @@ import nibabel as nib
 import numpy as np
 import pytest
 from cli import run_cli
-from phantom import phantom
+from phantom import phantom, write_stack
 
 from inrsr.io.nifti import load_volume, save_volume
 from inrsr.metrics import psnr, resample_to_grid
+from inrsr.simulate import simulate_stack
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory) -> dict:
-    """A phantom, its mask and three orthogonal 4 mm stacks simulated through the CLI."""
+    """A phantom, its mask and three orthogonal 4 mm stacks (simulated in-process as `inrsr simulate` does; that
+    command has its own tests)."""
     d = tmp_path_factory.mktemp("fit")
     hr = phantom((40, 40, 40))
     save_volume(d / "hr.nii.gz", hr.data, hr.affine)
     save_volume(d / "mask.nii.gz", (hr.data > 0).astype(np.float32), hr.affine)
+    source = load_volume(d / "hr.nii.gz")
     stacks = []
-    for axis in "xyz":
+    for seed, axis in enumerate("xyz"):
         out = d / f"stack_{axis}.nii.gz"
-        run_cli(
-            "simulate",
-            str(d / "hr.nii.gz"),
-            "-o",
-            str(out),
-            "--axis",
-            axis,
-            "--thickness",
-            "4",
-            "--noise",
-            "0.01",
-            "--seed",
-            str("xyz".index(axis)),
-            "-q",
-        )
+        write_stack(out, simulate_stack(source, axis, 4.0, noise=0.01, seed=seed))
         stacks.append(str(out))
     return {"dir": d, "hr": hr, "stacks": stacks, "mask": hr.data > 0}
 
@@ -91,11 +80,6 @@ def test_fit_beats_interpolation_and_keeps_geometry(case):
     assert len(report["stacks"]) == 3 and all(s["rmse"] < 0.05 for s in report["stacks"])
     assert report["timings"]["total_s"] > 0
 
-    # same seed, same CPU: identical output
-    again = d / "fit_again.nii.gz"
-    fit(case, again)
-    np.testing.assert_array_equal(np.asarray(nib.load(str(again)).dataobj), result)
-
     # re-rendering the saved model onto the same grid reproduces the output without refitting
     rerender = d / "rerender.nii.gz"
     run_cli("upsample", str(d / "model.pt"), "-o", str(rerender), "--like", str(d / "hr.nii.gz"), "-q")
@@ -107,31 +91,6 @@ def test_fit_beats_interpolation_and_keeps_geometry(case):
     fine_img = nib.load(str(fine))
     np.testing.assert_allclose(np.linalg.norm(fine_img.affine[:3, :3], axis=0), 0.5, atol=1e-9)
     assert all(abs(a - 2 * b) <= 2 for a, b in zip(fine_img.shape, hr.shape, strict=True))
-
-
-def test_fit_with_spacing_covers_union(case):
-    out = case["dir"] / "spacing.nii.gz"
-    run_cli(
-        "fit",
-        *case["stacks"],
-        "-o",
-        str(out),
-        "--spacing",
-        "2",
-        "--motion",
-        "none",
-        "--cycles",
-        "1",
-        "-q",
-    )
-    img = nib.load(str(out))
-    np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 2.0)
-    # axis-aligned with the first stack (same direction cosines)
-    first = nib.load(case["stacks"][0]).affine
-    np.testing.assert_allclose(
-        img.affine[:3, :3] / 2.0, first[:3, :3] / np.linalg.norm(first[:3, :3], axis=0), atol=1e-9
-    )
-    assert all(n >= 20 for n in img.shape)
 
 
 def _expect_failure(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -247,11 +206,10 @@ def test_unwritable_output_fails_before_any_work(case, tmp_path):
 def test_fit_corrects_simulated_motion_through_the_cli(case, tmp_path):
     """Stacks simulated with head motion between series: the default fit beats trusting the headers."""
     stacks = []
-    for axis, motion in zip("xyz", ["0,0,0,0,0,0", "5,-3,4,2,-2,2", "-4,3,-5,-2,2,-1"], strict=True):
+    source = load_volume(case["dir"] / "hr.nii.gz")
+    for axis, motion in zip("xyz", [(0, 0, 0, 0, 0, 0), (5, -3, 4, 2, -2, 2), (-4, 3, -5, -2, 2, -1)], strict=True):
         out = tmp_path / f"moved_{axis}.nii.gz"
-        run_cli("simulate", str(case["dir"] / "hr.nii.gz"), "-o", str(out), "--axis", axis, "--thickness", "3",
-                "--motion-stack", motion, "--noise", "0.01", "--seed", "1", "-q")
-        assert (tmp_path / f"moved_{axis}.json").exists()
+        write_stack(out, simulate_stack(source, axis, 3.0, noise=0.01, seed=1, motion_stack=motion))
         stacks.append(str(out))
     like = str(case["dir"] / "hr.nii.gz")
     run_cli("fit", *stacks, "-o", str(tmp_path / "corrected.nii.gz"), "--like", like, "--motion", "stack",
@@ -271,14 +229,23 @@ def test_fit_corrects_simulated_motion_through_the_cli(case, tmp_path):
     assert set(np.unique(m)) <= {0.0, 1.0} and m[mask].mean() > 0.95
 
 
-def test_version_is_printed_and_recorded(case, tmp_path):
+def test_fit_on_a_spacing_covers_the_union_records_its_version_and_is_deterministic(case, tmp_path):
     from inrsr import __version__
 
     assert run_cli("--version").stdout.strip() == f"inrsr {__version__}"
     out = tmp_path / "v.nii.gz"
-    run_cli("fit", *case["stacks"], "-o", str(out), "--spacing", "3", "--motion", "none", "--cycles", "1",
-            "--report", str(tmp_path / "v_report.json"), "-q")
-    assert nib.load(str(out)).header["descrip"].item().decode() == f"inrsr {__version__}"
+    args = ["--spacing", "2", "--motion", "none", "--cycles", "1", "-q"]
+    run_cli("fit", *case["stacks"], "-o", str(out), *args, "--report", str(tmp_path / "v_report.json"))
+    img = nib.load(str(out))
+    np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 2.0)
+    # axis-aligned with the first stack (same direction cosines)
+    first = nib.load(case["stacks"][0]).affine
+    np.testing.assert_allclose(
+        img.affine[:3, :3] / 2.0, first[:3, :3] / np.linalg.norm(first[:3, :3], axis=0), atol=1e-9
+    )
+    assert all(n >= 20 for n in img.shape)
+
+    assert img.header["descrip"].item().decode() == f"inrsr {__version__}"
     assert __import__("json").loads((tmp_path / "v_report.json").read_text())["inrsr_version"] == __version__
     # the provenance sidecar beside the output (v.json): version, command line, sources, settings
     side = __import__("json").loads((tmp_path / "v.json").read_text())
@@ -286,3 +253,8 @@ def test_version_is_printed_and_recorded(case, tmp_path):
     assert made_by["Name"] == "inrsr" and made_by["Version"] == __version__
     assert made_by["CommandLine"].startswith("inrsr fit ") and f"-o {out}" in made_by["CommandLine"]
     assert side["Sources"] == case["stacks"] and side["Settings"]["motion"] == "none"
+
+    # same seed, same CPU: identical output (stack registration included)
+    again = tmp_path / "again.nii.gz"
+    run_cli("fit", *case["stacks"], "-o", str(again), *args)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(again)).dataobj), np.asarray(img.dataobj))

@@ -14,7 +14,8 @@ from inrsr.arssr.config import ArchConfig, IntensityNorm, TrainConfig
 from inrsr.arssr.data import foreground_voxels, make_example
 from inrsr.arssr.degrade import degrade
 from inrsr.arssr.encoders import ENCODERS
-from inrsr.arssr.infer import load_model, super_resolve, target_grid, upsample_volume
+from inrsr.arssr.infer import load_model, super_resolve, upsample_volume
+from inrsr.arssr.inputs import target_grid
 from inrsr.arssr.model import ArSSR
 from inrsr.arssr.train import _batch, strip_training_state, train_model
 from inrsr.errors import InputError
