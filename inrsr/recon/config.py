@@ -60,10 +60,10 @@ class ReconConfig:
     tv_factor: float | None = None  # by this factor each time
     dc: bool = True
     frames: int | None = None  # frames rendered over the cardiac cycle (None: the acquired ones)
-    steps: int = 550
-    lr: float = 3e-2
+    steps: int = 420
+    lr: float = 8e-2
     holdout: float = 0.05
-    patience: int = 40
+    patience: int = 30
     settle_tol: float = 0.005  # settled: the best held-out error fell by at most this share over `patience` steps
     n_levels: int = 8
     features_per_level: int = 2
