@@ -171,7 +171,7 @@ def fit_command(
         if len(mask) != len(volumes):
             raise InputError(f"got {len(mask)} --mask files for {len(volumes)} stacks (give one per stack)")
         masks = [load_volume(m) for m in mask]
-    from ..fit.stacks import check_overlap, thicknesses
+    from ..fit.stacks import check_memory, check_overlap, thicknesses
 
     thicknesses(volumes, thickness_list)
     check_overlap(volumes)
@@ -181,6 +181,7 @@ def fit_command(
         step = geometry.parse_spacing(spacing) if spacing else min(float(v.spacing.min()) for v in volumes)
         order = [volumes[reference]] + [v for i, v in enumerate(volumes) if i != reference]
         grid = geometry.output_grid([(v.shape, v.affine) for v in order], step, extent)
+    check_memory(volumes, grid)
     from ..fit import fit_stacks
     from ..io.checkpoints import save_checkpoint
     from ..model import CHECKPOINT_KIND

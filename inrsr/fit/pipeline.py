@@ -22,7 +22,6 @@ from ..errors import InputError
 from ..forward.posed_slices import PosedStackOperator, rigid_matrices, rigid_parameters
 from ..forward.slice_psf import psf_sigmas_mm
 from ..geometry import Grid, Normalization
-from ..memory import ensure_memory
 from ..model import SRModel
 from ..volume import Volume
 from . import register as reg
@@ -30,6 +29,7 @@ from .inr import TrainingVoxels, field_spec, train_inr
 from .solver import Reconstruction, StackTerm, as_tensor, automatic_weight, robust_update, update_slice_scales
 from .stacks import (
     acquisition_order,
+    check_memory,
     check_overlap,
     coarser_stack,
     foreground,
@@ -156,8 +156,7 @@ def fit_stacks(
     generator = seed_everything(config.seed)
     thick = thicknesses(stacks, config.thickness_mm)
     check_overlap(stacks)
-    n_samples = sum(s.data.size * 9 for s in stacks)
-    ensure_memory(output.n_voxels * 4 * 30 + n_samples * 4 * 16, f"fitting on a {output.shape} output grid")
+    check_memory(stacks, output)
     fg = _prepare_masks(stacks, masks, config.auto_mask)
     ref = config.reference
 

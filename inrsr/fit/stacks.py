@@ -11,6 +11,7 @@ from scipy import ndimage
 from .. import geometry
 from ..errors import InputError
 from ..geometry import Grid
+from ..memory import ensure_memory
 from ..volume import Volume
 
 
@@ -59,6 +60,13 @@ def check_overlap(stacks: Sequence[Volume]) -> None:
     for s in stacks[1:]:
         if not geometry.boxes_overlap(first, (s.shape, s.affine)):
             raise InputError(f"{s.name}: does not overlap {stacks[0].name} in world space (check the affines)")
+
+
+def check_memory(stacks: Sequence[Volume], output: Grid) -> None:
+    """Refuse, with one line, a fit whose arrays would not fit in the memory available: about 30 float32 arrays
+    of the output grid and 16 per PSF sample of the stacks (9 samples per voxel)."""
+    n_samples = sum(s.data.size * 9 for s in stacks)
+    ensure_memory(output.n_voxels * 4 * 30 + n_samples * 4 * 16, f"fitting on a {output.shape} output grid")
 
 
 def noise_sigma(stack: Volume, mask: np.ndarray) -> float:
