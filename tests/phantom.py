@@ -35,15 +35,15 @@ def phantom(shape: tuple[int, int, int] = (40, 40, 40), spacing_mm: float = 1.0,
 
 
 def write_orthogonal_stacks(folder, hr: Volume, thickness_mm: float = 3.0, noise: float = 0.01) -> list[str]:
-    """Simulate an x, a y and a z stack of ``hr`` into ``folder`` as ``stack_{axis}.nii.gz``; their paths."""
-    from inrsr.io.nifti import save_volume
+    """Simulate an x, a y and a z stack of ``hr`` (seeds 0, 1, 2) into ``folder`` as ``stack_{axis}.nii.gz`` with
+    their sidecars (:func:`write_stack`); their paths."""
     from inrsr.simulate import simulate_stack
 
     paths = []
     for i, axis in enumerate("xyz"):
-        stack = simulate_stack(hr, axis, thickness_mm, None, (0, 0, 0), noise, i)
-        save_volume(folder / f"stack_{axis}.nii.gz", stack.data, stack.affine)
-        paths.append(str(folder / f"stack_{axis}.nii.gz"))
+        path = folder / f"stack_{axis}.nii.gz"
+        write_stack(path, simulate_stack(hr, axis, thickness_mm, noise=noise, seed=i))
+        paths.append(str(path))
     return paths
 
 

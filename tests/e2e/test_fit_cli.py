@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from cli import run_cli
-from phantom import phantom, write_stack
+from phantom import phantom, write_orthogonal_stacks, write_stack
 
 from inrsr.io.nifti import load_volume, save_volume
 from inrsr.metrics import psnr, resample_to_grid
@@ -25,12 +25,7 @@ def case(tmp_path_factory) -> dict:
     hr = phantom((40, 40, 40))
     save_volume(d / "hr.nii.gz", hr.data, hr.affine)
     save_volume(d / "mask.nii.gz", (hr.data > 0).astype(np.float32), hr.affine)
-    source = load_volume(d / "hr.nii.gz")
-    stacks = []
-    for seed, axis in enumerate("xyz"):
-        out = d / f"stack_{axis}.nii.gz"
-        write_stack(out, simulate_stack(source, axis, 4.0, noise=0.01, seed=seed))
-        stacks.append(str(out))
+    stacks = write_orthogonal_stacks(d, load_volume(d / "hr.nii.gz"), thickness_mm=4.0)
     return {"dir": d, "hr": hr, "stacks": stacks, "mask": hr.data > 0}
 
 
