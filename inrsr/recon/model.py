@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -102,68 +104,104 @@ def pyramid_planes(grids: Sequence[torch.Tensor], n_frames: int) -> torch.Tensor
     """The sum of the multilinear upsamplings of vertex grids ``(F, x_l, y_l, t_l)`` (``t`` periodic) to the pixel
     grid of the finest one, with ``n_frames`` frames: ``(F, n_frames, X, Y)``.
 
-    The same numbers as summing :func:`resample_separable` over the levels, with fewer passes over the
-    full-size cine: each level is upsampled along t and y at its own size, and its upsampling along x is a matrix
-    product that adds into the output (no per-level full-size array, no separate sums); the backward pass is
-    matrix products too.
+    The same numbers as summing :func:`resample_separable` over the levels, with about one pass over the
+    full-size cine: each level is upsampled along y and t at its own size into one stack of all levels' rows
+    along x, ``(F, n_frames, sum x_l, Y)``, and the upsampling along x of every level, feature and frame at once
+    is one product with a sparse block-diagonal matrix of their interpolation weights (two per output row and
+    level; a dense product would mostly multiply zeros). The backward pass is the same products transposed.
+    Levels that already are the pixel grid are added as they are.
     """
     return _Pyramid.apply(n_frames, *grids)
 
 
-def _pyramid_matrices(grid: torch.Tensor, out: tuple[int, int, int]) -> tuple[torch.Tensor | None, ...]:
-    """The ``(n, r)`` interpolation matrices along t, y, x of a level ``(F, x, y, t)`` (None where the vertices
-    are the pixels)."""
-    _, a, b, c = grid.shape
-    n_t, nx, ny = out
-    wt = periodic_interpolation_matrix(n_t, c, grid.device) if c != n_t else None
-    wy = interpolation_matrix(ny, b, grid.device) if b != ny else None
-    wx = interpolation_matrix(nx, a, grid.device) if a != nx else None
-    return wt, wy, wx
+@dataclass(frozen=True)
+class _PyramidPlan:
+    """The interpolation matrices of a pyramid: per upsampled level its ``(T, t_l)`` periodic matrix along t and
+    ``(Y, y_l)`` matrix along y (None where the vertices are the pixels) and its first row in the stack along x;
+    the sparse block-diagonal matrix along x, ``(F T X, F T sum x_l)``, and its transpose; which levels are the
+    pixel grid."""
+
+    wt: tuple[torch.Tensor | None, ...]
+    wy: tuple[torch.Tensor | None, ...]
+    offsets: tuple[int, ...]
+    wx: torch.Tensor | None
+    wx_t: torch.Tensor | None
+    direct: tuple[bool, ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _pyramid_plan(
+    shapes: tuple[tuple[int, int, int], ...], out: tuple[int, int, int, int], device: str
+) -> _PyramidPlan:
+    """The :class:`_PyramidPlan` of levels of vertex shapes ``(x, y, t)`` onto ``out = (F, frames, X, Y)``."""
+    f, n_t, nx, ny = out
+    direct = tuple((a, b, c) == (nx, ny, n_t) for a, b, c in shapes)
+    up = [s for s, d in zip(shapes, direct, strict=True) if not d]
+    wt = tuple(periodic_interpolation_matrix(n_t, c, device) if c != n_t else None for _, _, c in up)
+    wy = tuple(interpolation_matrix(ny, b, device) if b != ny else None for _, b, _ in up)
+    offsets = tuple(int(v) for v in np.cumsum([0] + [a for a, _, _ in up]))
+    wx = wx_t = None
+    if up:
+        one = torch.cat([interpolation_matrix(nx, a) for a, _, _ in up], dim=1).to_sparse_coo()
+        rows, cols = one.indices()
+        k = torch.arange(f * n_t)[:, None]
+        index = torch.stack([(k * nx + rows).reshape(-1), (k * offsets[-1] + cols).reshape(-1)])
+        values = one.values().repeat(f * n_t)
+        size = (f * n_t * nx, f * n_t * offsets[-1])
+        with warnings.catch_warnings():  # sparse CSR is marked beta; its products with dense matrices are plain
+            warnings.simplefilter("ignore", UserWarning)
+            block = torch.sparse_coo_tensor(index, values, size).coalesce()
+            wx, wx_t = block.to_sparse_csr().to(device), block.t().coalesce().to_sparse_csr().to(device)
+    return _PyramidPlan(wt, wy, offsets, wx, wx_t, direct)
 
 
 class _Pyramid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, n_frames: int, *grids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         f, nx, ny = grids[-1].shape[0], grids[-1].shape[1], grids[-1].shape[2]
-        shape = (n_frames, nx, ny)
-        out = grids[0].new_zeros(f * n_frames, nx, ny)
-        for g in grids:
-            wt, wy, wx = _pyramid_matrices(g, shape)
-            _, a, b, c = g.shape
-            if wt is None and wy is None and wx is None:  # the pixel grid itself
-                out.view(f, n_frames, nx, ny).add_(g.permute(0, 3, 1, 2))
-                continue
-            # along t, into (F, t, x, y) order: W_t (T, c) times each feature's (c, a * b) transposed view
-            v = torch.matmul(wt, g.reshape(f, a * b, c).transpose(1, 2)) if wt is not None else (
-                g.permute(0, 3, 1, 2))  # fmt: skip
-            v = v.reshape(f * n_frames, a, b)
-            if wy is not None:
-                v = torch.matmul(v, wy.T)  # (F T, a, Y)
-            if wx is not None:
-                out.baddbmm_(wx.expand(len(v), nx, a), v)
-            else:
-                out.add_(v)
-        ctx.shape = shape
-        ctx.save_for_backward(*grids)
-        return out.view(f, n_frames, nx, ny)
+        plan = _pyramid_plan(tuple(tuple(g.shape[1:]) for g in grids), (f, n_frames, nx, ny), str(grids[0].device))
+        if plan.wx is not None:
+            stack = grids[0].new_empty(f, n_frames, plan.offsets[-1], ny)  # every upsampled level's rows along x
+            up = [g for g, d in zip(grids, plan.direct, strict=True) if not d]
+            for i, g in enumerate(up):
+                _, a, b, c = g.shape
+                z = g.permute(0, 3, 1, 2)  # (F, c, a, b)
+                z = torch.matmul(z, plan.wy[i].T) if plan.wy[i] is not None else z  # (F, c, a, Y)
+                if plan.wt[i] is not None:
+                    z = torch.matmul(plan.wt[i], z.reshape(f, c, a * ny))  # (F, T, a Y)
+                stack[:, :, plan.offsets[i] : plan.offsets[i + 1]].copy_(z.reshape(f, n_frames, a, ny))
+            out = torch.mm(plan.wx, stack.view(-1, ny)).view(f, n_frames, nx, ny)
+        else:
+            out = grids[0].new_zeros(f, n_frames, nx, ny)
+        for g, d in zip(grids, plan.direct, strict=True):
+            if d:
+                out.add_(g.permute(0, 3, 1, 2))
+        ctx.plan = plan
+        ctx.shapes = [tuple(g.shape) for g in grids]
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        grids = ctx.saved_tensors
-        n_frames, nx, ny = ctx.shape
-        f = grids[0].shape[0]
-        grad = grad.reshape(f * n_frames, nx, ny)
+        plan: _PyramidPlan = ctx.plan
+        f, n_frames, nx, ny = grad.shape
+        grad = grad.contiguous()
+        stack = None
+        if plan.wx_t is not None:
+            stack = torch.mm(plan.wx_t, grad.view(-1, ny)).view(f, n_frames, plan.offsets[-1], ny)
         out: list[torch.Tensor | None] = [None]
-        for g in grids:
-            wt, wy, wx = _pyramid_matrices(g, ctx.shape)
-            _, a, b, c = g.shape
-            v = torch.matmul(wx.T, grad) if wx is not None else grad  # (F T, a, Y)
-            v = torch.matmul(v, wy) if wy is not None else v  # (F T, a, b)
-            v = v.reshape(f, n_frames, a * b)
-            if wt is not None:
-                out.append(torch.matmul(v.transpose(1, 2), wt).reshape(f, a, b, c))  # (F, a b, c)
-            else:
-                out.append(v.permute(0, 2, 1).reshape(f, a, b, c))
+        i = 0
+        for shape, d in zip(ctx.shapes, plan.direct, strict=True):
+            if d:
+                out.append(grad.permute(0, 2, 3, 1))
+                continue
+            assert stack is not None
+            _, a, b, c = shape
+            z = stack[:, :, plan.offsets[i] : plan.offsets[i + 1]].reshape(f, n_frames, a * ny)
+            z = torch.matmul(plan.wt[i].T, z) if plan.wt[i] is not None else z  # (F, c, a Y)
+            z = z.reshape(f, c, a, ny)
+            z = torch.matmul(z, plan.wy[i]) if plan.wy[i] is not None else z  # (F, c, a, b)
+            out.append(z.permute(0, 2, 3, 1))
+            i += 1
         return tuple(out)
 
 
@@ -355,7 +393,7 @@ class CineField(nn.Module):
                                      periodic=(False, True))  # fmt: skip
             return out.transpose(1, 2).reshape(2, shape[2], nx, ny).float()
         if self.pyramid is not None:
-            return pyramid_planes([g[0] for g in self.pyramid.level_grids()], shape[2])
+            return pyramid_planes([g.squeeze(0) for g in self.pyramid.level_grids()], shape[2])  # views: no copies back
         if isinstance(self.field.encoding, HashGridEncoding):
             feats = grid_features(self.field.encoding, shape, order=(2, 0, 1), periodic=(False, False, True))
         elif shape[2] == nt:
