@@ -22,6 +22,7 @@ from torch import nn
 
 from ..encodings import FourierEncoding, HashGridEncoding
 from ..fields import Field
+from ..optim import FusedAdam
 
 
 def grid_coords(shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -431,7 +432,7 @@ class CoilField(nn.Module):
     @torch.no_grad()
     def fit_to(self, maps: torch.Tensor, steps: int = 200, lr: float = 1e-2) -> None:
         """Initialise the field to given maps (e.g. from the low-resolution ACS images)."""
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        opt = FusedAdam(self.parameters(), lr=lr)
         for _ in range(steps):
             with torch.enable_grad():
                 opt.zero_grad()

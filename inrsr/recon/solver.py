@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..forward.kspace import FFT2cColumns, SenseColumns, fft2c, ifft2c, rss
+from ..optim import FusedAdam
 from ..progress import Progress
 from .loss import SenseDataTerm, TotalVariation, frame_loss, llr
 from .model import CineField, CoilField
@@ -237,9 +238,8 @@ def fit_slice(
         coil_field.fit_to(maps)
         params += list(coil_field.parameters())
     # eps far below the gradients of hash-grid features (Instant-NGP uses 1e-15); 1e-8 would damp them.
-    opt = torch.optim.Adam(params, lr=settings.lr, betas=(0.9, 0.99), eps=1e-15, fused=device.type in ("cpu", "cuda"))
-    gamma = (settings.lr_final / settings.lr) ** (1 / max(settings.steps - 1, 1))
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+    opt = FusedAdam(params, lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
+    gamma = (settings.lr_final / settings.lr) ** (1 / max(settings.steps - 1, 1))  # the rate decays exponentially
 
     # Only the sampled ky columns are ever compared with data: the forward model computes just those.
     cols, valid = sampled_columns(train_mask | holdout_mask)
@@ -287,7 +287,7 @@ def fit_slice(
         settings.patience, settings.tv_stages, settings.tv_factor, settings.settle_tol, first=warmup - 1
     )
     for step in range(settings.steps):
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         planes = model.render_planes()  # (2, t, x, y): real and imaginary parts
         low_rank = settings.llr > 0 and nt > 1 and step % settings.llr_every == 0
         image = torch.complex(planes[0], planes[1]) if fused is None or low_rank else None
@@ -331,7 +331,7 @@ def fit_slice(
             break
         loss.backward()
         opt.step()
-        sched.step()
+        opt.lr *= gamma
     _, best_step, image, used_maps = best
     assert image is not None and used_maps is not None
     rendered = None
