@@ -291,42 +291,59 @@ class SenseColumns(Linop):
         (``(T, C, X, Y)`` with all columns)."""
         return _SenseColumnsFunction.apply(x, self)
 
-    def native_frame(self, x: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    def native_frame(
+        self, x: torch.Tensor, t: int, out: torch.Tensor | None = None, readout: bool = True
+    ) -> torch.Tensor:
         """Frame ``t`` of :meth:`native`: ``(X, Y)`` -> ``(K, C, X)`` (``(C, X, Y)`` with all columns), into
-        ``out`` when given. One frame's intermediates fit in a CPU's cache."""
-        if self.signs is not None:
-            return torch.fft.fft2(x * self.signs[0], norm="ortho", out=out)
-        if self.all_columns:
+        ``out`` when given. One frame's intermediates fit in a CPU's cache. ``readout=False`` (column path only)
+        leaves out the last step, the FFT over x: the output is then in hybrid space (x, ky), to be compared with
+        :meth:`readout_inverse` of the data."""
+        if self.signs is not None or self.all_columns:
+            if not readout:
+                raise ValueError("hybrid space is the column path's")
+            if self.signs is not None:
+                return torch.fft.fft2(x * self.signs[0], norm="ortho", out=out)
             k = fft2c(x * self.maps)
             return k if out is None else out.copy_(k)
         nc, nx, ny = self.maps.shape
         coil = torch.mul(x, self.column_maps)
         if self.fft_y:
             z = torch.fft.fft(coil, dim=-1, norm="ortho")[..., self.frame_cols(t)].permute(2, 0, 1)
-            return torch.fft.fft(z, dim=-1, norm="ortho", out=out)
-        z = torch.mm(self.frame_dft(self.dft_t, t), coil.reshape(nc * nx, ny).T).view(-1, nc, nx)
+        else:
+            z = torch.mm(self.frame_dft(self.dft_t, t), coil.reshape(nc * nx, ny).T).view(-1, nc, nx)
+        if not readout:
+            return z.contiguous() if out is None else out.copy_(z)
         if self.kx_signs is not None:
             return torch.fft.fft(z, dim=-1, norm="ortho", out=out)
         k = _fft_x(z, dim=-1)
         return k if out is None else out.copy_(k)
 
-    def native_frame_adjoint(self, k: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The adjoint of :meth:`native_frame`: ``(K, C, X)`` (``(C, X, Y)`` with all columns) -> ``(X, Y)``."""
+    def readout_inverse(self, k: torch.Tensor) -> torch.Tensor:
+        """The inverse of the FFT over x that :meth:`native_frame` ends with, over the last axis of native
+        column-path data ``(..., X)``: data in the hybrid space of ``readout=False``. The FFT is unitary, so
+        where the weights of a squared error are the same along x (whole readout lines), the error is the same
+        in either space."""
+        if self.kx_signs is not None:
+            return torch.fft.ifft(k, dim=-1, norm="ortho")
+        return _fft_x(k, inverse=True, dim=-1)
+
+    def native_frame_adjoint(
+        self, k: torch.Tensor, t: int, out: torch.Tensor | None = None, readout: bool = True
+    ) -> torch.Tensor:
+        """The adjoint of :meth:`native_frame`: ``(K, C, X)`` (``(C, X, Y)`` with all columns) -> ``(X, Y)``;
+        ``readout=False``: of its hybrid-space form."""
         if self.signs is not None:
             coil = torch.fft.ifft2(k, norm="ortho").mul_(self.signs[0].conj())
         elif self.all_columns:
             coil = ifft2c(k).mul_(self.maps.conj())
         else:
             n_cols, nc, nx = k.shape
+            z = self.readout_inverse(k) if readout else k
             if self.fft_y:
-                z = torch.fft.ifft(k, dim=-1, norm="ortho").permute(1, 2, 0)
+                z = z.permute(1, 2, 0)
                 full = z.new_zeros(nc, nx, self.ishape[-1]).index_add_(-1, self.frame_cols(t), z)
                 return torch.sum(torch.fft.ifft(full, dim=-1, norm="ortho").mul_(self.column_maps_conj), 0, out=out)
-            if self.kx_signs is not None:
-                z = torch.fft.ifft(k, dim=-1, norm="ortho")
-            else:
-                z = _fft_x(k, inverse=True, dim=-1)
-            coil = torch.mm(z.view(n_cols, nc * nx).T, self.frame_dft(self.dft_t_conj, t))
+            coil = torch.mm(z.reshape(n_cols, nc * nx).T, self.frame_dft(self.dft_t_conj, t))
             coil = coil.view(nc, nx, -1).mul_(self.column_maps_conj)
         return torch.sum(coil, 0, out=out)
 

@@ -58,9 +58,11 @@ class SenseDataTerm:
     :class:`FrameTerm`); after each evaluation :attr:`hold` is the held-out sum ``sum w_hold |A x - y|^2``.
 
     Everything is in the frame of :meth:`SenseColumns.native` (``y`` through ``native_data``, the 0/1 weights
-    through ``native_layout``, broadcastable to ``y``). Where most computed samples are not measured (radial k-t
-    masks cross every column, each frame in a few points), each frame's residual is taken at its measured samples
-    only.
+    through ``native_layout``, broadcastable to ``y``). Where the weights are the same along the readout (whole
+    lines measured and held out, :attr:`hybrid`), prediction and data are compared before the FFT over x, which
+    is unitary: the same error without that FFT and its adjoint. Where most computed samples are not measured
+    (radial k-t masks cross every column, each frame in a few points), each frame's residual is taken at its
+    measured samples only.
     """
 
     def __init__(
@@ -70,7 +72,14 @@ class SenseDataTerm:
         shape = y.shape
         measured = ((w_train + w_hold) > 0).expand(shape)
         self.index: list[torch.Tensor] | None = None
-        if float(measured.float().mean()) < 0.5:
+        # whole readout lines (weights the same along x, the last axis of the column path): compared in hybrid
+        # space (x, ky), without the FFT over x and its adjoint in every evaluation (SenseColumns.readout_inverse)
+        self.hybrid = not (op.all_columns or op.signs is not None) and all(
+            torch.equal(w, w[..., :1].expand_as(w)) for w in (w_train, w_hold)
+        )
+        if self.hybrid:
+            y = op.readout_inverse(y)
+        elif float(measured.float().mean()) < 0.5:
             self.index = [torch.nonzero(m.reshape(-1)).squeeze(1) for m in measured]
             y, w_train, w_hold = (
                 [v.expand(shape)[t].reshape(-1)[i] for t, i in enumerate(self.index)] for v in (y, w_train, w_hold)
@@ -89,7 +98,7 @@ class SenseDataTerm:
     def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
         if t == 0:
             self.hold = 0.0
-        k = self.op.native_frame(torch.complex(x[0, t], x[1, t]), t)
+        k = self.op.native_frame(torch.complex(x[0, t], x[1, t]), t, readout=not self.hybrid)
         if self.index is not None:
             r = k.reshape(-1)[self.index[t]].sub_(self.y[t])
         else:
@@ -100,7 +109,7 @@ class SenseDataTerm:
             self.hold += float(torch.linalg.vector_norm(r.reshape(-1)[self.hold_index[t]]) ** 2)
         if self.index is not None:
             weighted = torch.zeros_like(k).reshape(-1).index_copy_(0, self.index[t], weighted).view_as(k)
-        g = torch.view_as_real(self.op.native_frame_adjoint(weighted, t))
+        g = torch.view_as_real(self.op.native_frame_adjoint(weighted, t, readout=not self.hybrid))
         grad[:, t].add_(g.permute(2, 0, 1), alpha=2 * self.scale)
         return self.scale * value
 

@@ -31,7 +31,8 @@ def _reference(planes, op, y, w_train, w_hold, scale, space, time, weight, eps=1
 
 @pytest.mark.parametrize("nx", [10, 9])  # even: k-space signs moved onto the data
 @pytest.mark.parametrize("columns", ["shared", "per_frame", "all_sparse"])
-def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx):
+@pytest.mark.parametrize("lines", [False, True])  # whole readout lines held out: compared in hybrid space
+def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx, lines):
     t, c, ny = 4, 3, 8
     maps = _rand((c, nx, ny), 1).to(torch.complex64)
     cols = {
@@ -46,7 +47,8 @@ def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx):
         sampled = torch.rand(t, 1, nx, ny, generator=g) < 0.2
     else:
         sampled = torch.ones(t, 1, nx, oshape[-1], dtype=torch.bool)
-    hold = sampled & (torch.rand(sampled.shape, generator=g) < 0.2)
+    hold_shape = (t, 1, 1, sampled.shape[-1]) if lines else sampled.shape
+    hold = sampled & (torch.rand(hold_shape, generator=g) < 0.3)
     w_train, w_hold = (sampled & ~hold).float(), hold.float()
     y = _rand(oshape, 4).to(torch.complex64) * sampled
     planes = _rand((2, t, nx, ny), 5, torch.float32)
@@ -59,6 +61,7 @@ def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx):
 
     data = SenseDataTerm(op, op.native_data(y), op.native_layout(w_train), op.native_layout(w_hold), scale)
     assert (data.index is not None) == (columns == "all_sparse")
+    assert data.hybrid == (lines and columns != "all_sparse")
     tv = TotalVariation((t, nx, ny), space, time, weight)
     fused_planes = planes.clone().requires_grad_(True)
     loss = frame_loss(fused_planes, [data, tv])
