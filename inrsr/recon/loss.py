@@ -85,6 +85,11 @@ class SenseDataTerm:
                 [v.expand(shape)[t].reshape(-1)[i] for t, i in enumerate(self.index)] for v in (y, w_train, w_hold)
             )
         self.y, self.w_train = list(y), list(w_train)  # per frame
+        # hybrid space: the lines (first axis) each frame leaves out of the loss (held out, or padding), when the
+        # training weights are 0 or 1 by line
+        self.unused_lines: list[torch.Tensor] | None = None
+        if self.hybrid and all(bool(((w == 0) | (w == 1)).all()) for w in self.w_train):
+            self.unused_lines = [torch.nonzero(w.reshape(len(w), -1)[:, 0] == 0).squeeze(1) for w in self.w_train]
         # the held-out samples of each frame (a few percent), read by index
         self.hold_index = [
             torch.nonzero(w.expand(v.shape).reshape(-1)).squeeze(1) for w, v in zip(w_hold, self.y, strict=True)
@@ -103,10 +108,15 @@ class SenseDataTerm:
             r = k.reshape(-1)[self.index[t]].sub_(self.y[t])
         else:
             r = k.sub_(self.y[t])
-        weighted = _weigh(r, self.w_train[t])
-        value = float(torch.vdot(weighted.reshape(-1), r.reshape(-1)).real)
         if self.has_hold:
             self.hold += float(torch.linalg.vector_norm(r.reshape(-1)[self.hold_index[t]]) ** 2)
+        if self.unused_lines is not None:  # 0/1 weights by whole line: the lines out of the loss zeroed in place
+            weighted = r.index_fill_(0, self.unused_lines[t], 0)
+            flat = weighted.reshape(-1)
+            value = float(torch.vdot(flat, flat).real)
+        else:
+            weighted = _weigh(r, self.w_train[t])
+            value = float(torch.vdot(weighted.reshape(-1), r.reshape(-1)).real)
         if self.index is not None:
             weighted = torch.zeros_like(k).reshape(-1).index_copy_(0, self.index[t], weighted).view_as(k)
         g = torch.view_as_real(self.op.native_frame_adjoint(weighted, t, readout=not self.hybrid))
