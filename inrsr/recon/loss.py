@@ -85,11 +85,13 @@ class SenseDataTerm:
                 [v.expand(shape)[t].reshape(-1)[i] for t, i in enumerate(self.index)] for v in (y, w_train, w_hold)
             )
         self.y, self.w_train = list(y), list(w_train)  # per frame
-        # hybrid space: the lines (first axis) each frame leaves out of the loss (held out, or padding), when the
-        # training weights are 0 or 1 by line
+        # hybrid space: the lines (first axis) each frame leaves out of the loss (held out, or padding), when each
+        # line's training weight is one 0 or 1 for all its samples
         self.unused_lines: list[torch.Tensor] | None = None
-        if self.hybrid and all(bool(((w == 0) | (w == 1)).all()) for w in self.w_train):
-            self.unused_lines = [torch.nonzero(w.reshape(len(w), -1)[:, 0] == 0).squeeze(1) for w in self.w_train]
+        if self.hybrid:
+            lines = [w.expand(v.shape).reshape(len(v), -1) for w, v in zip(self.w_train, self.y, strict=True)]
+            if all(bool(((w == 0) | (w == 1)).all() and (w == w[:, :1]).all()) for w in lines):
+                self.unused_lines = [torch.nonzero(w[:, 0] == 0).squeeze(1) for w in lines]
         # the held-out samples of each frame (a few percent), read by index
         self.hold_index = [
             torch.nonzero(w.expand(v.shape).reshape(-1)).squeeze(1) for w, v in zip(w_hold, self.y, strict=True)
