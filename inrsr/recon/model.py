@@ -106,11 +106,12 @@ def pyramid_planes(grids: Sequence[torch.Tensor], n_frames: int) -> torch.Tensor
     grid of the finest one, with ``n_frames`` frames: ``(F, n_frames, X, Y)``.
 
     The same numbers as summing :func:`resample_separable` over the levels, with about one pass over the
-    full-size cine: each level is upsampled along y and t at its own size into one stack of all levels' rows
-    along x, ``(F, n_frames, sum x_l, Y)``, and the upsampling along x of every level, feature and frame at once
-    is one product with a sparse block-diagonal matrix of their interpolation weights (two per output row and
+    full-size cine: each level is upsampled along y and t at its own size into its block of one stack of all
+    levels' rows along x, ``(F, n_frames, x_l, Y)`` per level, and the upsampling along x of every level, feature
+    and frame at once is one product with a sparse matrix of their interpolation weights (two per output row and
     level; a dense product would mostly multiply zeros). The backward pass is the same products transposed.
-    Levels that already are the pixel grid are added as they are.
+    Levels that already are the pixel grid are added as they are. Grids stored frame-major (``(F, t, x, y)`` in
+    memory, as :class:`CineField` keeps them) are read and given their gradients without copies.
     """
     return _Pyramid.apply(n_frames, *grids)
 
@@ -118,9 +119,9 @@ def pyramid_planes(grids: Sequence[torch.Tensor], n_frames: int) -> torch.Tensor
 @dataclass(frozen=True)
 class _PyramidPlan:
     """The interpolation matrices of a pyramid: per upsampled level its ``(T, t_l)`` periodic matrix along t and
-    ``(Y, y_l)`` matrix along y (None where the vertices are the pixels) and its first row in the stack along x;
-    the sparse block-diagonal matrix along x, ``(F T X, F T sum x_l)``, and its transpose; which levels are the
-    pixel grid."""
+    ``(Y, y_l)`` matrix along y (None where the vertices are the pixels) and its first row in the stack
+    (``(F, T, x_l, Y)`` per level, one after the other); the sparse matrix along x, ``(F T X, F T sum x_l)``, and
+    its transpose; which levels are the pixel grid."""
 
     wt: tuple[torch.Tensor | None, ...]
     wy: tuple[torch.Tensor | None, ...]
@@ -140,18 +141,20 @@ def _pyramid_plan(
     up = [s for s, d in zip(shapes, direct, strict=True) if not d]
     wt = tuple(periodic_interpolation_matrix(n_t, c, device) if c != n_t else None for _, _, c in up)
     wy = tuple(interpolation_matrix(ny, b, device) if b != ny else None for _, b, _ in up)
-    offsets = tuple(int(v) for v in np.cumsum([0] + [a for a, _, _ in up]))
+    offsets = tuple(int(v) for v in np.cumsum([0] + [f * n_t * a for a, _, _ in up]))
     wx = wx_t = None
     if up:
-        one = torch.cat([interpolation_matrix(nx, a) for a, _, _ in up], dim=1).to_sparse_coo()
-        rows, cols = one.indices()
-        k = torch.arange(f * n_t)[:, None]
-        index = torch.stack([(k * nx + rows).reshape(-1), (k * offsets[-1] + cols).reshape(-1)])
-        values = one.values().repeat(f * n_t)
-        size = (f * n_t * nx, f * n_t * offsets[-1])
+        k = torch.arange(f * n_t)[:, None]  # (feature, frame)
+        index, values = [], []
+        for (a, _, _), start in zip(up, offsets, strict=False):
+            one = interpolation_matrix(nx, a).to_sparse_coo()
+            rows, cols = one.indices()
+            index.append(torch.stack([(k * nx + rows).reshape(-1), (start + k * a + cols).reshape(-1)]))
+            values.append(one.values().repeat(f * n_t))
+        size = (f * n_t * nx, offsets[-1])
         with warnings.catch_warnings():  # sparse CSR is marked beta; its products with dense matrices are plain
             warnings.simplefilter("ignore", UserWarning)
-            block = torch.sparse_coo_tensor(index, values, size).coalesce()
+            block = torch.sparse_coo_tensor(torch.cat(index, 1), torch.cat(values), size).coalesce()
             wx, wx_t = block.to_sparse_csr().to(device), block.t().coalesce().to_sparse_csr().to(device)
     return _PyramidPlan(wt, wy, offsets, wx, wx_t, direct)
 
@@ -162,16 +165,18 @@ class _Pyramid(torch.autograd.Function):
         f, nx, ny = grids[-1].shape[0], grids[-1].shape[1], grids[-1].shape[2]
         plan = _pyramid_plan(tuple(tuple(g.shape[1:]) for g in grids), (f, n_frames, nx, ny), str(grids[0].device))
         if plan.wx is not None:
-            stack = grids[0].new_empty(f, n_frames, plan.offsets[-1], ny)  # every upsampled level's rows along x
+            stack = grids[0].new_empty(plan.offsets[-1], ny)  # every upsampled level's rows along x, level by level
             up = [g for g, d in zip(grids, plan.direct, strict=True) if not d]
             for i, g in enumerate(up):
                 _, a, b, c = g.shape
                 z = g.permute(0, 3, 1, 2)  # (F, c, a, b)
                 z = torch.matmul(z, plan.wy[i].T) if plan.wy[i] is not None else z  # (F, c, a, Y)
+                block = stack[plan.offsets[i] : plan.offsets[i + 1]].view(f, n_frames, a * ny)
                 if plan.wt[i] is not None:
-                    z = torch.matmul(plan.wt[i], z.reshape(f, c, a * ny))  # (F, T, a Y)
-                stack[:, :, plan.offsets[i] : plan.offsets[i + 1]].copy_(z.reshape(f, n_frames, a, ny))
-            out = torch.mm(plan.wx, stack.view(-1, ny)).view(f, n_frames, nx, ny)
+                    torch.matmul(plan.wt[i], z.reshape(f, c, a * ny), out=block)  # (F, T, a Y)
+                else:
+                    block.copy_(z.reshape(f, n_frames, a * ny))
+            out = torch.mm(plan.wx, stack).view(f, n_frames, nx, ny)
         else:
             out = grids[0].new_zeros(f, n_frames, nx, ny)
         for g, d in zip(grids, plan.direct, strict=True):
@@ -188,7 +193,7 @@ class _Pyramid(torch.autograd.Function):
         grad = grad.contiguous()
         stack = None
         if plan.wx_t is not None:
-            stack = torch.mm(plan.wx_t, grad.view(-1, ny)).view(f, n_frames, plan.offsets[-1], ny)
+            stack = torch.mm(plan.wx_t, grad.view(-1, ny))
         out: list[torch.Tensor | None] = [None]
         i = 0
         for shape, d in zip(ctx.shapes, plan.direct, strict=True):
@@ -197,7 +202,7 @@ class _Pyramid(torch.autograd.Function):
                 continue
             assert stack is not None
             _, a, b, c = shape
-            z = stack[:, :, plan.offsets[i] : plan.offsets[i + 1]].reshape(f, n_frames, a * ny)
+            z = stack[plan.offsets[i] : plan.offsets[i + 1]].view(f, n_frames, a * ny)
             z = torch.matmul(plan.wt[i].T, z) if plan.wt[i] is not None else z  # (F, c, a Y)
             z = z.reshape(f, c, a, ny)
             z = torch.matmul(z, plan.wy[i]) if plan.wy[i] is not None else z  # (F, c, a, b)
@@ -362,6 +367,11 @@ class CineField(nn.Module):
         if encoding == "pyramid":
             # two features per level: the level's real and imaginary parts, summed over the levels
             self.pyramid = hash_encoding(self.shape_xyt, n_levels, 2, base_resolution)
+            # each level's vertices stored frame-major, (F, t, x, y) in memory (the layout of the rendered planes;
+            # the same values): the render reads them and the backward writes their gradients without copies
+            for i, g in enumerate(self.pyramid.dense_grids):
+                _, f, a, b, c = g.shape
+                self.pyramid.dense_grids[i] = nn.Parameter(g.new_empty(1, f, c, a, b).permute(0, 1, 3, 4, 2).copy_(g))
             return
         if encoding == "hash":
             enc: nn.Module = hash_encoding(self.shape_xyt, n_levels, features_per_level, base_resolution)
