@@ -252,6 +252,20 @@ class SenseColumns(Linop):
     def frame_cols(self, t: int) -> torch.Tensor:
         return self.cols[t] if self.cols.ndim == 2 else self.cols
 
+    def column_rows(self, t: int = 0) -> torch.Tensor:
+        """Frame ``t``'s transform over y on the column path as a ``(K, Y)`` matrix ``R``: in hybrid space,
+        ``native_frame(x, t, readout=False)[j, c] == (column_maps[c] * x) @ R[j]`` (the DFT rows, or those of the
+        plain FFT whose signs the data carry)."""
+        if self.signs is not None or self.all_columns:
+            raise ValueError("column rows are the column path's")
+        if not self.fft_y:
+            return self.frame_dft(self.dft_t, t)
+        ny = self.ishape[-1]
+        y = torch.arange(ny, dtype=torch.float64, device=self.cols.device)
+        k = (self.frame_cols(t).to(torch.float64)[:, None] * y) % ny
+        rows = torch.polar(torch.full_like(k, ny**-0.5), -2 * torch.pi * k / ny)
+        return rows.to(self.column_maps.dtype)
+
     def native_layout(self, v: torch.Tensor) -> torch.Tensor:
         """``(T, C or 1, X, K)`` -> the axes of :meth:`native` (no signs: for weights and masks)."""
         return v if self.all_columns else v.permute(0, 3, 1, 2).contiguous()

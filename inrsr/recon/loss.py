@@ -4,6 +4,8 @@ locally low-rank term. Each returns a sum that the solver weighs."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Protocol
 
 import torch
@@ -20,25 +22,38 @@ class FrameTerm(Protocol):
         ...
 
 
-def frame_loss(x: torch.Tensor, terms: Sequence[FrameTerm]) -> torch.Tensor:
+class CineTerm(Protocol):
+    """A term of the loss that :func:`frame_loss` evaluates on the whole cine at once."""
+
+    def cine(self, x: torch.Tensor, grad: torch.Tensor) -> float:
+        """The term's value at the planes ``x (2, t, x, y)``; adds its gradient into ``grad``."""
+        ...
+
+
+def frame_loss(x: torch.Tensor, terms: Sequence[FrameTerm | CineTerm]) -> torch.Tensor:
     """The sum of ``terms`` at a cine given as real and imaginary planes ``x (2, t, x, y)``, differentiable.
 
-    Each term works on one frame (and its neighbour) at a time, computing its value and its gradient together:
-    a frame's arrays stay in the CPU's cache from the prediction to the gradient. Element-wise work on the whole
-    cine at once streams every intermediate (and autograd's copies of them) through main memory, which bounds
-    the speed on a CPU. Real planes keep element-wise work on contiguous real arrays.
+    Each :class:`FrameTerm` works on one frame (and its neighbour) at a time, computing its value and its
+    gradient together: a frame's arrays stay in the CPU's cache from the prediction to the gradient. Element-wise
+    work on the whole cine at once streams every intermediate (and autograd's copies of them) through main
+    memory, which bounds the speed on a CPU. Real planes keep element-wise work on contiguous real arrays. A
+    :class:`CineTerm` (one batched product for the whole cine) runs first.
     """
     return _FrameLoss.apply(x, terms)
 
 
 class _FrameLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, terms: Sequence[FrameTerm]) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, terms: Sequence[FrameTerm | CineTerm]) -> torch.Tensor:  # type: ignore[override]
         grad = torch.zeros_like(x)
         total = 0.0
+        for term in terms:
+            if hasattr(term, "cine"):
+                total += term.cine(x, grad)
+        per_frame = [term for term in terms if not hasattr(term, "cine")]
         for t in range(x.shape[1]):
-            for term in terms:
-                total += term.frame(x, t, grad)
+            for term in per_frame:
+                total += term.frame(x, t, grad)  # type: ignore[union-attr]
         ctx.save_for_backward(grad)
         return torch.tensor(total, dtype=x.dtype, device=x.device)
 
@@ -168,6 +183,32 @@ class TotalVariation:
         return value
 
 
+@lru_cache(maxsize=4)
+def _eigh_pool(workers: int) -> ThreadPoolExecutor:
+    # the workers flush subnormals as the fit's threads do (inrsr.devices)
+    return ThreadPoolExecutor(workers, thread_name_prefix="inrsr-eigh", initializer=torch.set_flush_denormal,
+                              initargs=(True,))  # fmt: skip
+
+
+def batched_eigh(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh`` of a batch of Hermitian matrices ``(B, n, n)``. On a CPU the batch is split over
+    PyTorch's intra-op thread count, one share per thread: LAPACK decomposes a batch one matrix after another
+    on a single core. Each matrix's decomposition is the same call either way.
+
+    >>> g = torch.eye(3).repeat(8, 1, 1) * torch.arange(1.0, 9.0)[:, None, None]
+    >>> lam, vec = batched_eigh(g)
+    >>> lam[:, 0].tolist() == torch.arange(1.0, 9.0).tolist(), vec.shape
+    (True, torch.Size([8, 3, 3]))
+    """
+    threads = torch.get_num_threads()
+    if g.device.type != "cpu" or threads < 2 or len(g) < 2 * threads:
+        return torch.linalg.eigh(g)
+    first, *rest = g.chunk(threads)
+    others = [_eigh_pool(len(rest)).submit(torch.linalg.eigh, part) for part in rest]
+    parts = [torch.linalg.eigh(first)] + [f.result() for f in others]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 class _NuclearNorms(torch.autograd.Function):
     """Nuclear norms of a batch of matrices ``p (B, n, t)`` -> ``(B,)``: ``sum_i sqrt(lambda_i + eps)`` over the
     eigenvalues of the Gram matrices ``p^H p``, clamped at zero. Gradient: ``p V diag(1 / sqrt(lambda + eps))
@@ -176,7 +217,7 @@ class _NuclearNorms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, p: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
-        lam, vec = torch.linalg.eigh(p.mH @ p)
+        lam, vec = batched_eigh(p.mH @ p)
         root = torch.sqrt(lam.clamp_min(0) + eps)
         ctx.save_for_backward(p, vec, torch.where(lam > 0, 1 / root, 0.0))
         return root.sum(-1)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ..forward.kspace import FFT2cColumns, SenseColumns, fft2c, ifft2c, rss
 from ..optim import FusedAdam
 from ..progress import Progress
+from .gram import GramDataTerm
 from .loss import SenseDataTerm, TotalVariation, frame_loss, llr
 from .model import CineField, CoilField
 
@@ -57,6 +58,7 @@ class FitSettings:
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
     settle_tol: float = 0.0  # settled: the best held-out error fell by at most this share over `patience` steps
+    gram: bool = True  # with the same lines in every frame, the data term through normal matrices (same numbers)
 
 
 @dataclass
@@ -256,7 +258,11 @@ def fit_slice(
     n_pix = nt * nx * ny
     # The data term (fixed maps, L2) and the total variation are evaluated frame by frame with their gradients
     # (frame_loss); learned maps and the Huber loss go through autograd on the whole cine.
-    fused = SenseDataTerm(sense, y, w_train, w_hold, 1 / n_pix) if sense is not None and settings.loss == "l2" else None
+    fused: SenseDataTerm | GramDataTerm | None = None
+    if sense is not None and settings.loss == "l2":
+        fused = SenseDataTerm(sense, y, w_train, w_hold, 1 / n_pix)
+        # the same lines in every frame: the whole cine through per-row normal matrices (inrsr/recon/gram.py)
+        fused = (GramDataTerm.of(fused) if settings.gram else None) or fused
     hold_norm = (fused.hold_norm if fused is not None else float((w_hold * y.abs() ** 2).sum())) if has_hold else 1.0
     tv = TotalVariation((nt, nx, ny), settings.tv_space, settings.tv_time, time_weight)
 

@@ -127,3 +127,20 @@ def test_llr_every_n_steps_evaluates_the_term_on_those_steps_n_times_as_strong(m
     assert calls[6] == pytest.approx(calls[0], rel=1e-6)
     weight = KT_SETTINGS["llr"]
     assert first_every_other - first_every_step == pytest.approx(weight * calls[0], rel=1e-2)  # float32 loss
+
+
+def test_batched_eigh_splits_over_threads_with_the_same_result():
+    from inrsr.recon.loss import batched_eigh
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.complex(torch.randn(37, 9, 5, generator=g), torch.randn(37, 9, 5, generator=g))
+    gram = p.mH @ p
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        lam, vec = batched_eigh(gram)
+    finally:
+        torch.set_num_threads(threads)
+    ref_lam, _ = torch.linalg.eigh(gram)
+    torch.testing.assert_close(lam, ref_lam)
+    torch.testing.assert_close(vec @ torch.diag_embed(lam).to(vec.dtype) @ vec.mH, gram, rtol=1e-4, atol=1e-4)
