@@ -143,44 +143,63 @@ class SenseDataTerm:
 
 class TotalVariation:
     """``space * (mean |d_x x| + mean |d_y x|) + time * mean(weight |d_t x|)`` with forward differences (not
-    round the cycle) and ``|d| = sqrt(|d|^2 + eps)``, frame by frame (a :class:`FrameTerm`). ``weight (x, y)``
-    weighs the temporal differences per pixel (None: 1). Set :attr:`space` and :attr:`time` between
-    evaluations to change the weights."""
+    round the cycle) and ``|d| = sqrt(|d|^2 + eps)``, evaluated on blocks of ``block`` frames at a time (a
+    :class:`CineTerm`; :meth:`frame` is one frame's share). ``weight (x, y)`` weighs the temporal differences
+    per pixel (None: 1). Set :attr:`space` and :attr:`time` between evaluations to change the weights."""
 
     def __init__(
-        self, shape: Sequence[int], space: float, time: float, weight: torch.Tensor | None = None, eps: float = 1e-8
+        self,
+        shape: Sequence[int],
+        space: float,
+        time: float,
+        weight: torch.Tensor | None = None,
+        eps: float = 1e-8,
+        block: int = 6,
     ) -> None:
         nt, nx, ny = (int(n) for n in shape)
-        self.space, self.time, self.weight, self.eps = space, time, weight, eps
+        self.space, self.time, self.weight, self.eps, self.block = space, time, weight, eps, block
         self.counts = (nt * (nx - 1) * ny, nt * nx * (ny - 1), max(nt - 1, 1) * nx * ny)
 
     def _term(self, d: torch.Tensor, factor: float, weight: torch.Tensor | None) -> tuple[float, torch.Tensor]:
-        """``factor * sum(weight |d|)`` for the differences' planes ``d (2, ...)``, and its gradient with respect
-        to ``d`` (computed in place of ``d``)."""
+        """``factor * sum(weight |d|)`` for the differences' planes ``d (2, ..., X, Y)``, and its gradient with
+        respect to ``d`` (computed in place of ``d``)."""
         sq = d.square()
         mag = sq[0].add_(sq[1]).add_(self.eps).sqrt_()
-        value = float(mag.sum() if weight is None else torch.dot(mag.reshape(-1), weight.reshape(-1)))
+        if weight is None:
+            value = float(mag.sum())
+        else:
+            value = float((mag.reshape(-1, weight.numel()) @ weight.reshape(-1)).sum())
         scale = mag.reciprocal_().mul_(factor)
         if weight is not None:
             scale.mul_(weight)
         return value * factor, d.mul_(scale)
 
-    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
+    def frames(self, x: torch.Tensor, start: int, stop: int, grad: torch.Tensor) -> float:
+        """The share of frames ``start .. stop - 1`` (their spatial differences and those to their next frame)
+        of the term's value at the planes ``x (2, t, x, y)``; adds its gradient into ``grad``."""
         value = 0.0
-        g = grad[:, t]
         if self.space > 0:
-            for dim in (1, 2):
-                v, u = self._term(torch.diff(x[:, t], dim=dim), self.space / self.counts[dim - 1], None)
+            g = grad[:, start:stop]
+            for dim in (2, 3):
+                v, u = self._term(torch.diff(x[:, start:stop], dim=dim), self.space / self.counts[dim - 2], None)
                 value += v
                 n = u.shape[dim]
                 g.narrow(dim, 1, n).add_(u)
                 g.narrow(dim, 0, n).sub_(u)
-        if self.time > 0 and t + 1 < x.shape[1]:
-            v, u = self._term(x[:, t + 1] - x[:, t], self.time / self.counts[2], self.weight)
+        end = min(stop + 1, x.shape[1])
+        if self.time > 0 and end - start > 1:
+            v, u = self._term(torch.diff(x[:, start:end], dim=1), self.time / self.counts[2], self.weight)
             value += v
-            g.sub_(u)
-            grad[:, t + 1].add_(u)
+            grad[:, start + 1 : end].add_(u)
+            grad[:, start : end - 1].sub_(u)
         return value
+
+    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
+        return self.frames(x, t, t + 1, grad)
+
+    def cine(self, x: torch.Tensor, grad: torch.Tensor) -> float:
+        nt = x.shape[1]
+        return sum(self.frames(x, t, min(t + self.block, nt), grad) for t in range(0, nt, self.block))
 
 
 @lru_cache(maxsize=4)
