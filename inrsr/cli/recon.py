@@ -141,6 +141,13 @@ SettleTolOpt = Annotated[
         "--patience steps (0: when it did not fall at all).",
     ),
 ]
+WeightRampOpt = Annotated[
+    int,
+    typer.Option(
+        "--weight-ramp",
+        help="Steps over which a lowering of the weights by --tv-factor is spread, geometrically (0: at once).",
+    ),
+]
 LlrEveryOpt = Annotated[
     int,
     typer.Option(
@@ -199,6 +206,7 @@ def recon_command(
     holdout: HoldoutOpt = _D.holdout,
     patience: PatienceOpt = _D.patience,
     settle_tol: SettleTolOpt = _D.settle_tol,
+    weight_ramp: WeightRampOpt = _D.weight_ramp,
     spacing: SpacingOpt = "1",
     slice_distance: SliceDistanceOpt = None,
     save_mat: SaveMatOpt = None,
@@ -259,6 +267,7 @@ def recon_command(
         holdout=holdout,
         patience=patience,
         settle_tol=settle_tol,
+        weight_ramp=weight_ramp,
         device=device,
         seed=seed,
         quiet=quiet,

@@ -65,6 +65,7 @@ class ReconConfig:
     holdout: float = 0.05
     patience: int = 30
     settle_tol: float = 0.005  # settled: the best held-out error fell by at most this share over `patience` steps
+    weight_ramp: int = 15  # steps over which a lowering of the weights is spread, geometrically (0: at once)
     n_levels: int = 8
     features_per_level: int = 2
     hidden: int = 64
@@ -105,6 +106,8 @@ class ReconConfig:
             raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
         if self.tv_stages < 0 or (self.tv_factor is not None and not 0 < self.tv_factor < 1):
             raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")
+        if self.weight_ramp < 0:
+            raise InputError(f"--weight-ramp must be >= 0 (0: lower the weights at once), got {self.weight_ramp}")
         if not 0 <= self.settle_tol < 1:
             raise InputError(f"--settle-tol must be in [0, 1), got {self.settle_tol}")
         if not 0 <= self.holdout < 0.5:
@@ -156,6 +159,7 @@ class ReconConfig:
             lr_final=self.lr / 3,
             patience=self.patience,
             settle_tol=self.settle_tol,
+            weight_ramp=self.weight_ramp,
             tv_stages=self.tv_stages,
             tv_factor=self.tv_factor,
             joint_coils=self.coils == "joint",

@@ -58,6 +58,7 @@ class FitSettings:
     huber_delta: float = 0.01
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
     settle_tol: float = 0.0  # settled: the best held-out error fell by at most this share over `patience` steps
+    weight_ramp: int = 0  # steps over which a lowering of the weights is spread, geometrically (0: at once)
     gram: bool = True  # with the same lines in every frame, the data term through normal matrices (same numbers)
 
 
@@ -180,13 +181,35 @@ class WeightSchedule:
     >>> w = WeightSchedule(patience=1, stages=2, factor=0.5)
     >>> [w.update(step, 1.0, 0) or w.scale for step in range(6)], w.update(6, 1.0, 0)
     ([1.0, 1.0, 0.5, 0.5, 1.0, 1.0], True)
+
+    With a ``ramp``, the factor the fit applies (:meth:`advance`) reaches a new :attr:`scale` over that many steps,
+    geometrically, so that the regularisation's share of the gradient does not drop tenfold in one step:
+
+    >>> w = WeightSchedule(patience=1, stages=1, factor=0.25, ramp=2)
+    >>> w.scale = 0.25
+    >>> [round(w.advance(), 3) for _ in range(3)]
+    [0.5, 0.25, 0.25]
     """
 
-    def __init__(self, patience: int, stages: int, factor: float, tol: float = 0.0, first: int = 0) -> None:
+    def __init__(
+        self, patience: int, stages: int, factor: float, tol: float = 0.0, first: int = 0, ramp: int = 0
+    ) -> None:
         self.patience, self.stages, self.factor, self.tol, self.first = patience, stages, factor, tol, first
         self.scale = 1.0  # the weights' factor now
+        self.ramp, self.applied = ramp, 1.0  # the factor applied on the way to `scale`
         self.stage, self.stage_start, self.undone = 0, 0, False
         self._best: list[float] = []  # the best held-out error at each step
+
+    def advance(self) -> float:
+        """The factor for the next step: :attr:`scale`, reached from the factor applied before by at most
+        ``factor ** (1 / ramp)`` a step (``ramp`` 0: at once)."""
+        if self.ramp <= 0:
+            self.applied = self.scale
+        elif self.scale < self.applied:
+            self.applied = max(self.scale, self.applied * self.factor ** (1 / self.ramp))
+        elif self.scale > self.applied:
+            self.applied = min(self.scale, self.applied / self.factor ** (1 / self.ramp))
+        return self.applied
 
     def update(self, step: int, best: float, best_step: int) -> bool:
         """Step ``step`` ended with the best held-out error ``best``, reached at ``best_step``; true: stop."""
@@ -285,12 +308,17 @@ def fit_slice(
     # Early steps predict almost nothing on the held-out lines; their error (about 1) can only look good when the
     # held-out lines are noise-dominated, so the choice starts after a warm-up.
     warmup = int(settings.warmup * settings.steps)
-    history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": []}
+    history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": [], "weights": []}
     llr_gen = torch.Generator().manual_seed(0)
     step = 0
     # without held-out lines nothing tells when to lower the weights or stop: fixed weights, every step
     schedule = WeightSchedule(
-        settings.patience, settings.tv_stages, settings.tv_factor, settings.settle_tol, first=warmup - 1
+        settings.patience,
+        settings.tv_stages,
+        settings.tv_factor,
+        settings.settle_tol,
+        first=warmup - 1,
+        ramp=settings.weight_ramp,
     )
     for step in range(settings.steps):
         opt.zero_grad()
@@ -298,7 +326,8 @@ def fit_slice(
         low_rank = settings.llr > 0 and nt > 1 and step % settings.llr_every == 0
         image = torch.complex(planes[0], planes[1]) if fused is None or low_rank else None
         s = coil_field.maps() if coil_field is not None else maps
-        tv.space, tv.time = schedule.scale * settings.tv_space, schedule.scale * settings.tv_time
+        weights = schedule.advance()
+        tv.space, tv.time = weights * settings.tv_space, weights * settings.tv_time
         if fused is not None:
             loss = frame_loss(planes, [fused, tv])
             hold_sum = fused.hold
@@ -311,7 +340,7 @@ def fit_slice(
             assert image is not None
             b = settings.llr_block
             shift = tuple(int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
-            strength = schedule.scale * settings.llr * settings.llr_every
+            strength = weights * settings.llr * settings.llr_every
             loss = loss + strength * llr(image, b, shift, weight=time_weight)
         with torch.no_grad():
             if has_hold:
@@ -331,6 +360,7 @@ def fit_slice(
         history["loss"].append(loss_value)
         history["holdout"].append(hold if has_hold else float("nan"))
         history["tv_scale"].append(schedule.scale)
+        history["weights"].append(weights)
         if progress is not None:
             progress.update(1, loss=loss_value, holdout=hold if has_hold else float("nan"))
         if has_hold and schedule.update(step, best[0], best[1]):

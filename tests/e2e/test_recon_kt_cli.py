@@ -124,6 +124,7 @@ def _undersampled(tmp_path, cine):
         (["FULL", "--accel", 4, "--acs-motion", -0.5], "--acs-motion must be >= 0"),
         (["FULL", "--accel", 4, "--llr-every", 0], "--llr-every must be >= 1, got 0"),
         (["FULL", "--accel", 4, "--settle-tol", 1.5], "--settle-tol must be in [0, 1), got 1.5"),
+        (["FULL", "--accel", 4, "--weight-ramp", -1], "--weight-ramp must be >= 0 (0: lower the weights at once)"),
     ],
 )
 def test_bad_kt_and_frames_input_fails_in_one_line(tmp_path, full_file, cine, args, message):

@@ -282,6 +282,22 @@ def test_tv_stages_lower_too_strong_weights_from_the_held_out_lines(cine):
     assert _psnr(gt, staged.image) > _psnr(gt, fixed.image) + 1.0
 
 
+def test_a_weight_ramp_spreads_each_lowering_over_its_steps(cine, recorded_fits):
+    """``weight_ramp``: the weights applied reach each lowered factor geometrically over that many steps, and the
+    held-out rule still lowers weights ten times too strong."""
+    k, _, _ = cine
+    mask, kus, gt, _ = _r4(k)
+    cfg = ReconConfig(steps=400, patience=30, tv_space=0.02, tv_time=0.04, holdout=0.1, tv_stages=3, tv_factor=0.3,
+                      weight_ramp=10, quiet=True, device="cpu")  # fmt: skip
+    res = reconstruct_slice(kus, mask, cfg)
+    history = recorded_fits[0].history
+    first = next(i for i, s in enumerate(history["tv_scale"]) if s < 1)
+    ramp = history["weights"][first : first + 11]
+    assert ramp[0] == pytest.approx(0.3**0.1, rel=1e-6) and ramp[9] == pytest.approx(0.3, rel=1e-6)
+    assert all(b < a for a, b in zip(ramp[:10], ramp[1:10], strict=False)) and ramp[10] == pytest.approx(0.3)
+    assert res.info["tv_scale"] <= 0.25
+
+
 def test_a_stage_that_does_not_help_goes_back_to_the_previous_weights_and_trains_on(recorded_fits):
     """Noisy cine: lowering the weights does not improve the held-out error, so the fit goes back to the previous
     weights (tv_scale 0.3 -> 1) and trains on there for at least ``patience`` steps before it stops."""
