@@ -65,7 +65,7 @@ class ReconConfig:
     holdout: float = 0.05
     patience: int = 30
     settle_tol: float = 0.005  # settled: the best held-out error fell by at most this share over `patience` steps
-    weight_ramp: int = 15  # steps over which a lowering of the weights is spread, geometrically (0: at once)
+    weight_ramp: int = 0  # steps over which a lowering of the weights is spread, geometrically (0: at once)
     n_levels: int = 8
     features_per_level: int = 2
     hidden: int = 64
