@@ -69,7 +69,6 @@ class GramDataTerm:
         if nx * ny * ny * op.column_maps.element_size() > MAX_BYTES:
             return None
         # the lines out of the loss must be exactly the held-out lines (no padding, no partial lines)
-        k, _, _ = term.y[0].shape
         for lines, index in zip(term.unused_lines, term.hold_index, strict=True):
             held = torch.unique(torch.div(index, nc * nx, rounding_mode="floor"))
             if not torch.equal(held, torch.sort(lines).values) or len(index) != len(lines) * nc * nx:

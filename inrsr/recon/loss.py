@@ -47,13 +47,15 @@ class _FrameLoss(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, terms: Sequence[FrameTerm | CineTerm]) -> torch.Tensor:  # type: ignore[override]
         grad = torch.zeros_like(x)
         total = 0.0
+        per_frame: list[FrameTerm] = []
         for term in terms:
             if hasattr(term, "cine"):
                 total += term.cine(x, grad)
-        per_frame = [term for term in terms if not hasattr(term, "cine")]
+            else:
+                per_frame.append(term)  # type: ignore[arg-type]
         for t in range(x.shape[1]):
             for term in per_frame:
-                total += term.frame(x, t, grad)  # type: ignore[union-attr]
+                total += term.frame(x, t, grad)
         ctx.save_for_backward(grad)
         return torch.tensor(total, dtype=x.dtype, device=x.device)
 
@@ -144,8 +146,8 @@ class SenseDataTerm:
 class TotalVariation:
     """``space * (mean |d_x x| + mean |d_y x|) + time * mean(weight |d_t x|)`` with forward differences (not
     round the cycle) and ``|d| = sqrt(|d|^2 + eps)``, evaluated on blocks of ``block`` frames at a time (a
-    :class:`CineTerm`; :meth:`frame` is one frame's share). ``weight (x, y)`` weighs the temporal differences
-    per pixel (None: 1). Set :attr:`space` and :attr:`time` between evaluations to change the weights."""
+    :class:`CineTerm`). ``weight (x, y)`` weighs the temporal differences per pixel (None: 1). Set
+    :attr:`space` and :attr:`time` between evaluations to change the weights."""
 
     def __init__(
         self,
@@ -193,9 +195,6 @@ class TotalVariation:
             grad[:, start + 1 : end].add_(u)
             grad[:, start : end - 1].sub_(u)
         return value
-
-    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
-        return self.frames(x, t, t + 1, grad)
 
     def cine(self, x: torch.Tensor, grad: torch.Tensor) -> float:
         nt = x.shape[1]

@@ -59,7 +59,6 @@ class FitSettings:
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
     settle_tol: float = 0.0  # settled: the best held-out error fell by at most this share over `patience` steps
     weight_ramp: int = 0  # steps over which a lowering of the weights is spread, geometrically (0: at once)
-    gram: bool = True  # with the same lines in every frame, the data term through normal matrices (same numbers)
 
 
 @dataclass
@@ -279,13 +278,14 @@ def fit_slice(
         y, w_train, w_hold = sense.native_data(y), sense.native_layout(w_train), sense.native_layout(w_hold)
     has_hold = bool(holdout_mask.any())
     n_pix = nt * nx * ny
-    # The data term (fixed maps, L2) and the total variation are evaluated frame by frame with their gradients
-    # (frame_loss); learned maps and the Huber loss go through autograd on the whole cine.
+    # The data term (fixed maps, L2) and the total variation are evaluated with their gradients (frame_loss: the
+    # data term per frame or through normal matrices, TV on blocks of frames); learned maps and the Huber loss go
+    # through autograd on the whole cine.
     fused: SenseDataTerm | GramDataTerm | None = None
     if sense is not None and settings.loss == "l2":
         fused = SenseDataTerm(sense, y, w_train, w_hold, 1 / n_pix)
         # the same lines in every frame: the whole cine through per-row normal matrices (inrsr/recon/gram.py)
-        fused = (GramDataTerm.of(fused) if settings.gram else None) or fused
+        fused = GramDataTerm.of(fused) or fused
     hold_norm = (fused.hold_norm if fused is not None else float((w_hold * y.abs() ** 2).sum())) if has_hold else 1.0
     tv = TotalVariation((nt, nx, ny), settings.tv_space, settings.tv_time, time_weight)
 
