@@ -114,6 +114,16 @@ class SenseDataTerm:
             torch.nonzero(w.expand(v.shape).reshape(-1)).squeeze(1) for w, v in zip(w_hold, self.y, strict=True)
         ]
         self.has_hold = any(len(i) > 0 for i in self.hold_index)
+        # hybrid space with whole lines held out: the held-out lines (first axis) of each frame, read as rows
+        self.hold_lines: list[torch.Tensor] | None = None
+        if self.hybrid:
+            per_line = [v[0].numel() for v in self.y]
+            lines = [
+                torch.unique(torch.div(i, n, rounding_mode="floor"))
+                for i, n in zip(self.hold_index, per_line, strict=True)
+            ]
+            if all(len(i) == len(j) * n for i, j, n in zip(self.hold_index, lines, per_line, strict=True)):
+                self.hold_lines = lines
         self.hold_norm = sum(
             float(torch.linalg.vector_norm(v.reshape(-1)[i]) ** 2) for i, v in zip(self.hold_index, self.y, strict=True)
         )
@@ -128,7 +138,11 @@ class SenseDataTerm:
         else:
             r = k.sub_(self.y[t])
         if self.has_hold:
-            self.hold += float(torch.linalg.vector_norm(r.reshape(-1)[self.hold_index[t]]) ** 2)
+            if self.hold_lines is not None:
+                held = r.index_select(0, self.hold_lines[t])
+            else:
+                held = r.reshape(-1)[self.hold_index[t]]
+            self.hold += float(torch.linalg.vector_norm(held) ** 2)
         if self.unused_lines is not None:  # 0/1 weights by whole line: the lines out of the loss zeroed in place
             weighted = r.index_fill_(0, self.unused_lines[t], 0)
             flat = weighted.reshape(-1)

@@ -63,6 +63,7 @@ def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx, lines):
     assert (data.index is not None) == (columns == "all_sparse")
     assert data.hybrid == (lines and columns != "all_sparse")
     assert (data.unused_lines is not None) == data.hybrid  # 0/1 weights by line: lines out of the loss zeroed
+    assert (data.hold_lines is not None) == data.hybrid  # whole lines held out: read as rows
     tv = TotalVariation((t, nx, ny), space, time, weight)
     fused_planes = planes.clone().requires_grad_(True)
     loss = frame_loss(fused_planes, [data, tv])
