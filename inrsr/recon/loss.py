@@ -241,41 +241,63 @@ def batched_eigh(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-class _NuclearNorms(torch.autograd.Function):
-    """Nuclear norms of a batch of matrices ``p (B, n, t)`` -> ``(B,)``: ``sum_i sqrt(lambda_i + eps)`` over the
-    eigenvalues of the Gram matrices ``p^H p``, clamped at zero. Gradient: ``p V diag(1 / sqrt(lambda + eps))
-    V^H`` (zero on the clamped ones), from the same eigendecomposition (autograd's would also differentiate the
-    Gram product)."""
+class LocallyLowRank:
+    """``strength * sum_b w_b ||C_b||_* / N``: the nuclear norms of the ``block x block`` Casorati matrices
+    (pixels x frames) ``C_b`` of a cine, on a grid shifted by :attr:`shift` (wrapping round), each times its
+    block's mean ``weight (x, y)`` (None: 1), over the number of pixels ``N`` (a :class:`CineTerm`). The singular
+    values are the square roots of the eigenvalues ``lambda`` of the frames' Gram matrices ``C^H C``, smoothed as
+    ``sqrt(lambda + eps)``; the gradient, ``C V diag(1 / sqrt(lambda + eps)) V^H`` (zero on eigenvalues clamped at
+    zero), comes from the same eigendecompositions. Set :attr:`strength` and :attr:`shift` between evaluations;
+    :attr:`value` is the sum of the weighted nuclear norms over ``N`` at the last one (strength 1).
 
-    @staticmethod
-    def forward(ctx, p: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+    >>> x = torch.zeros(2, 3, 4, 4); x[0] = 1.0  # a constant cine: rank 1, each block's norm sqrt(4 * 3)
+    >>> term = LocallyLowRank(block=2)
+    >>> round(term.cine(x, torch.zeros_like(x)) * x[0].numel() / 4, 4), round(12 ** 0.5, 4)
+    (3.4641, 3.4641)
+    """
+
+    def __init__(self, block: int, weight: torch.Tensor | None = None, eps: float = 1e-12) -> None:
+        self.block, self.weight, self.eps = block, weight, eps
+        self.strength, self.shift = 1.0, (0, 0)
+        self.value = 0.0
+
+    def cine(self, x: torch.Tensor, grad: torch.Tensor) -> float:
+        b, shift = self.block, self.shift
+        _, nt, nx, ny = x.shape
+        bx, by = nx // b, ny // b
+        # the blocks of the shifted cine as complex Casorati matrices (B, b b, t), from the planes in one copy
+        xs = torch.roll(x, shifts=shift, dims=(2, 3))[:, :, : bx * b, : by * b]
+        planes = xs.reshape(2, nt, bx, b, by, b).permute(2, 4, 3, 5, 1, 0).contiguous()
+        p = torch.view_as_complex(planes).view(bx * by, b * b, nt)
         lam, vec = batched_eigh(p.mH @ p)
-        root = torch.sqrt(lam.clamp_min(0) + eps)
-        ctx.save_for_backward(p, vec, torch.where(lam > 0, 1 / root, 0.0))
-        return root.sum(-1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        p, vec, inv_root = ctx.saved_tensors
-        scaled = vec * (grad[:, None] * inv_root).unsqueeze(-2)
-        return p @ (scaled @ vec.mH), None
-
-
-def llr(
-    x: torch.Tensor, block: int, shift: tuple[int, int], weight: torch.Tensor | None = None, eps: float = 1e-12
-) -> torch.Tensor:
-    """Sum of the nuclear norms of the ``block x block`` Casorati matrices (pixels x frames) of ``x (t, x, y)``,
-    on a grid shifted by ``shift`` (wrapping round), each times the block's mean ``weight (x, y)``, divided by the
-    number of pixels. The singular values are the square roots of the eigenvalues of the frames' Gram matrix."""
-    nt, nx, ny = x.shape
-    xs = torch.roll(x, shifts=shift, dims=(1, 2))
-    bx, by = nx // block, ny // block
-    p = xs[:, : bx * block, : by * block].reshape(nt, bx, block, by, block).permute(1, 3, 2, 4, 0)
-    p = p.reshape(bx * by, block * block, nt)
-    nuc = _NuclearNorms.apply(p, eps)
-    if weight is not None:
-        ws = torch.roll(weight, shifts=shift, dims=(0, 1))[: bx * block, : by * block]
-        nuc = nuc * ws.reshape(bx, block, by, block).mean((1, 3)).reshape(-1)
-    return nuc.sum() / x.numel()
+        root = torch.sqrt(lam.clamp_min(0) + self.eps)
+        inv_root = torch.where(lam > 0, 1 / root, 0.0)
+        nuc = root.sum(-1)
+        scale = self.strength / (nt * nx * ny)
+        if self.weight is not None:
+            w = torch.roll(self.weight, shifts=shift, dims=(0, 1))[: bx * b, : by * b]
+            w = w.reshape(bx, b, by, b).mean((1, 3)).reshape(-1)
+            nuc, inv_root = nuc * w, inv_root * w[:, None]
+        self.value = float(nuc.sum()) / (nt * nx * ny)
+        q = p @ ((vec * (scale * inv_root).unsqueeze(-2).to(vec.dtype)) @ vec.mH)  # (B, b b, t)
+        g = torch.view_as_real(q).view(bx, by, b, b, nt, 2).permute(5, 4, 0, 2, 1, 3).reshape(2, nt, bx * b, by * b)
+        if (bx * b, by * b) != (nx, ny):  # the pixels beyond the last whole block have no gradient
+            g = torch.nn.functional.pad(g, (0, ny - by * b, 0, nx - bx * b))
+        _add_unrolled(grad, g, shift)
+        return self.strength * self.value
 
 
+def _add_unrolled(grad: torch.Tensor, g: torch.Tensor, shift: tuple[int, int]) -> None:
+    """``grad += torch.roll(g, (-shift[0], -shift[1]), dims=(-2, -1))`` without the rolled copy (four slices).
+
+    >>> g = torch.arange(12.0).view(1, 3, 4); out = torch.zeros(1, 3, 4)
+    >>> _add_unrolled(out, g, (1, 3)); torch.equal(out, torch.roll(g, (-1, -3), dims=(-2, -1)))
+    True
+    """
+    nx, ny = g.shape[-2:]
+    sx, sy = shift[0] % nx, shift[1] % ny
+    for dst_x, src_x, n_x in ((0, sx, nx - sx), (nx - sx, 0, sx)):
+        for dst_y, src_y, n_y in ((0, sy, ny - sy), (ny - sy, 0, sy)):
+            if n_x and n_y:
+                part = g[..., src_x : src_x + n_x, src_y : src_y + n_y]
+                grad[..., dst_x : dst_x + n_x, dst_y : dst_y + n_y].add_(part)

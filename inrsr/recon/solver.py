@@ -2,9 +2,10 @@
 
 Loss, with ``A = mask * FFT2c * Coils(S)`` and ``N`` the number of pixels of the cine::
 
-    (1 / N) sum rho(A x - y)  +  tv_space * mean |grad_xy x|  +  tv_time * mean |d_t x|
+    (1 / N) sum rho(A x - y)  +  tv_space * mean |grad_xy x|  +  tv_time * mean |d_t x|  +  llr * LLR(x)
 
-with ``rho`` the squared magnitude (L2) or a Huber function of the real and imaginary parts. A random share of
+with ``rho`` the squared magnitude (L2) or a Huber function of the real and imaginary parts and ``LLR`` the
+locally low-rank term (:class:`inrsr.recon.loss.LocallyLowRank`, on every ``llr_every``-th step). A random share of
 the sampled lines outside the ACS is held out of the loss; every step reports the relative error on them, and
 the image at the step with the lowest held-out error after a warm-up is kept. When it has settled (its best value
 fell by at most ``settle_tol`` over ``patience`` steps), the regularisation weights are lowered (``tv_stages``); a
@@ -27,7 +28,7 @@ from ..forward.kspace import FFT2cColumns, SenseColumns, fft2c, ifft2c, rss
 from ..optim import FusedAdam
 from ..progress import Progress
 from .gram import GramDataTerm
-from .loss import SenseDataTerm, TotalVariation, frame_loss, llr
+from .loss import LocallyLowRank, SenseDataTerm, TotalVariation, frame_loss
 from .model import CineField, CoilField
 
 
@@ -288,6 +289,7 @@ def fit_slice(
         fused = GramDataTerm.of(fused) or fused
     hold_norm = (fused.hold_norm if fused is not None else float((w_hold * y.abs() ** 2).sum())) if has_hold else 1.0
     tv = TotalVariation((nt, nx, ny), settings.tv_space, settings.tv_time, time_weight)
+    lowrank = LocallyLowRank(settings.llr_block, time_weight) if settings.llr > 0 and nt > 1 else None
 
     def data_term(img: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The data term through autograd (differentiable) and the held-out sum."""
@@ -323,25 +325,24 @@ def fit_slice(
     for step in range(settings.steps):
         opt.zero_grad()
         planes = model.render_planes()  # (2, t, x, y): real and imaginary parts
-        low_rank = settings.llr > 0 and nt > 1 and step % settings.llr_every == 0
-        image = torch.complex(planes[0], planes[1]) if fused is None or low_rank else None
         s = coil_field.maps() if coil_field is not None else maps
         weights = schedule.advance()
         tv.space, tv.time = weights * settings.tv_space, weights * settings.tv_time
+        # the low-rank term on every llr_every-th step, that many times as strong, on a randomly shifted grid
+        regularisers: list[TotalVariation | LocallyLowRank] = [tv]
+        if lowrank is not None and step % settings.llr_every == 0:
+            b = settings.llr_block
+            sx, sy = (int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
+            lowrank.shift = (sx, sy)
+            lowrank.strength = weights * settings.llr * settings.llr_every
+            regularisers.append(lowrank)
         if fused is not None:
-            loss = frame_loss(planes, [fused, tv])
+            loss = frame_loss(planes, [fused, *regularisers])
             hold_sum = fused.hold
         else:
-            assert image is not None
-            loss, hold_sum = data_term(image, s)
-            if tv.space > 0 or tv.time > 0:
-                loss = loss + frame_loss(planes, [tv])
-        if low_rank:
-            assert image is not None
-            b = settings.llr_block
-            shift = tuple(int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
-            strength = weights * settings.llr * settings.llr_every
-            loss = loss + strength * llr(image, b, shift, weight=time_weight)
+            loss, hold_sum = data_term(torch.complex(planes[0], planes[1]), s)
+            if tv.space > 0 or tv.time > 0 or len(regularisers) > 1:
+                loss = loss + frame_loss(planes, regularisers)
         with torch.no_grad():
             if has_hold:
                 hold = hold_sum / hold_norm

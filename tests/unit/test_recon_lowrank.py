@@ -8,10 +8,9 @@ from kspace_synth import cine_kspace
 
 from inrsr.errors import InputError
 from inrsr.recon import masks as M
-from inrsr.recon import solver
 from inrsr.recon.api import ReconConfig, reconstruct_slice
 from inrsr.recon.config import FIXED_LINE_LOW_SETTINGS, FIXED_LINE_SETTINGS, KT_SETTINGS
-from inrsr.recon.loss import llr as _llr
+from inrsr.recon.loss import LocallyLowRank
 from inrsr.recon.scoring import score_cine
 from inrsr.recon.solver import motion_weight, zero_filled
 
@@ -21,6 +20,17 @@ NX, NY, NT, NC = 48, 40, 8, 4
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     yield
+
+
+def _llr(x: torch.Tensor, block: int, shift: tuple[int, int], weight=None, eps: float = 1e-12):
+    """The term's value at a complex cine ``x (t, x, y)`` and its gradient as a complex cine."""
+    planes = torch.stack([x.real, x.imag])
+    grad = torch.zeros_like(planes)
+    term = LocallyLowRank(block, weight, eps)
+    term.shift, term.strength = shift, 1.0
+    value = term.cine(planes, grad)
+    assert value == pytest.approx(term.value)
+    return value, torch.complex(grad[0], grad[1])
 
 
 def test_llr_of_a_rank_one_cine_is_the_sum_of_its_block_norms():
@@ -33,25 +43,26 @@ def test_llr_of_a_rank_one_cine_is_the_sum_of_its_block_norms():
     shift = (1, 3)
     blocks = torch.roll(a, shift, dims=(0, 1)).reshape(4, 4, 3, 4).permute(0, 2, 1, 3).reshape(12, 16)
     expected = float(blocks.abs().pow(2).sum(1).sqrt().sum() * b.abs().pow(2).sum().sqrt()) / x.numel()
-    assert float(_llr(x, 4, shift)) == pytest.approx(expected, rel=2e-3)  # float32 eigenvalues near 0
-    assert float(_llr(x, 4, shift, weight=torch.full((16, 12), 2.0))) == pytest.approx(2 * expected, rel=2e-3)
+    assert _llr(x, 4, shift)[0] == pytest.approx(expected, rel=2e-3)  # float32 eigenvalues near 0
+    assert _llr(x, 4, shift, weight=torch.full((16, 12), 2.0))[0] == pytest.approx(2 * expected, rel=2e-3)
     c = torch.randn(5, 16, 12, dtype=torch.complex64, generator=g)
-    assert float(_llr(x + 0.3 * c, 4, shift)) > float(_llr(x, 4, shift)) + 0.1 * expected
+    assert _llr(x + 0.3 * c, 4, shift)[0] > _llr(x, 4, shift)[0] + 0.1 * expected
 
 
-def test_llr_gradient_is_that_of_the_singular_values():
-    n_blocks = 12
+@pytest.mark.parametrize("ny", [16, 18])  # 18: two columns beyond the last whole block, without gradient
+def test_llr_gradient_is_that_of_the_singular_values(ny):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, n_blocks, 16, dtype=torch.complex128, generator=g)
+    x = torch.randn(6, 12, ny, dtype=torch.complex128, generator=g)
     weight = torch.rand(x.shape[1:], dtype=torch.float64, generator=g)
-    xr = x.clone().requires_grad_(True)
-    _llr(xr, 4, (1, 2), weight=weight, eps=0.0).backward()
+    value, grad = _llr(x, 4, (1, 2), weight=weight, eps=0.0)
     ref = x.clone().requires_grad_(True)
-    p = torch.roll(ref, (1, 2), dims=(1, 2)).reshape(6, x.shape[1] // 4, 4, 4, 4).permute(1, 3, 2, 4, 0)
-    w = torch.roll(weight, (1, 2), dims=(0, 1)).reshape(x.shape[1] // 4, 4, 4, 4).mean((1, 3)).reshape(-1)
+    p = torch.roll(ref, (1, 2), dims=(1, 2))[:, :, :16].reshape(6, 3, 4, 4, 4).permute(1, 3, 2, 4, 0)
+    w = torch.roll(weight, (1, 2), dims=(0, 1))[:, :16].reshape(3, 4, 4, 4).mean((1, 3)).reshape(-1)
     nuc = torch.linalg.svdvals(p.reshape(-1, 16, 6)).sum(-1)
-    ((nuc * w).sum() / x.numel()).backward()
-    torch.testing.assert_close(xr.grad, ref.grad, rtol=1e-6, atol=1e-9)
+    loss = (nuc * w).sum() / x.numel()
+    loss.backward()
+    assert value == pytest.approx(float(loss.detach()), rel=1e-9)
+    torch.testing.assert_close(grad, ref.grad, rtol=1e-6, atol=1e-9)
 
 
 def test_motion_weight_relaxes_where_the_heart_beats():
@@ -112,14 +123,14 @@ def test_llr_every_n_steps_evaluates_the_term_on_those_steps_n_times_as_strong(m
     k, _, _ = cine_kspace(NX, NY, NT, NC, noise=0.002, seed=0)
     mask = M.pattern_mask("ktUniform", NX, NY, NT, 4, 12)
     kus = np.where(mask[:, None], k, 0)
-    calls, real_llr = [], solver.llr
+    calls, real_cine = [], LocallyLowRank.cine
 
-    def counted_llr(*a, **kw):
-        value = real_llr(*a, **kw)
-        calls.append(float(value.detach()))
+    def counted_cine(self, x, grad):
+        value = real_cine(self, x, grad)
+        calls.append(self.value)
         return value
 
-    monkeypatch.setattr(solver, "llr", counted_llr)
+    monkeypatch.setattr(LocallyLowRank, "cine", counted_cine)
     for every in (1, 2):
         reconstruct_slice(kus, mask, ReconConfig(steps=6, llr_every=every, quiet=True, device="cpu"))
     assert len(calls) == 6 + 3
