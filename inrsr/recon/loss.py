@@ -265,6 +265,9 @@ class LocallyLowRank:
         b, shift = self.block, self.shift
         _, nt, nx, ny = x.shape
         bx, by = nx // b, ny // b
+        if bx == 0 or by == 0:  # no whole block
+            self.value = 0.0
+            return 0.0
         # the blocks of the shifted cine as complex Casorati matrices (B, b b, t), from the planes in one copy
         xs = torch.roll(x, shifts=shift, dims=(2, 3))[:, :, : bx * b, : by * b]
         planes = xs.reshape(2, nt, bx, b, by, b).permute(2, 4, 3, 5, 1, 0).contiguous()

@@ -49,6 +49,11 @@ def test_llr_of_a_rank_one_cine_is_the_sum_of_its_block_norms():
     assert _llr(x + 0.3 * c, 4, shift)[0] > _llr(x, 4, shift)[0] + 0.1 * expected
 
 
+def test_llr_of_a_cine_smaller_than_a_block_is_zero():
+    value, grad = _llr(torch.randn(3, 5, 6, dtype=torch.complex64), 8, (1, 2))
+    assert value == 0.0 and not grad.any()
+
+
 @pytest.mark.parametrize("ny", [16, 18])  # 18: two columns beyond the last whole block, without gradient
 def test_llr_gradient_is_that_of_the_singular_values(ny):
     g = torch.Generator().manual_seed(1)
