@@ -63,15 +63,14 @@ class GramDataTerm:
     def of(cls, term: SenseDataTerm) -> GramDataTerm | None:
         """The whole-cine form of ``term``, or None where it does not apply (or its matrices would be too large)."""
         op = term.op
-        if not term.hybrid or term.unused_lines is None or op.cols.ndim != 1:
+        if not term.hybrid or term.unused_lines is None or term.hold_lines is None or op.cols.ndim != 1:
             return None
         nc, nx, ny = op.column_maps.shape
         if nx * ny * ny * op.column_maps.element_size() > MAX_BYTES:
             return None
-        # the lines out of the loss must be exactly the held-out lines (no padding, no partial lines)
-        for lines, index in zip(term.unused_lines, term.hold_index, strict=True):
-            held = torch.unique(torch.div(index, nc * nx, rounding_mode="floor"))
-            if not torch.equal(held, torch.sort(lines).values) or len(index) != len(lines) * nc * nx:
+        # the lines out of the loss must be exactly the held-out lines (whole lines held out, no padding)
+        for lines, held in zip(term.unused_lines, term.hold_lines, strict=True):
+            if not torch.equal(held, torch.sort(lines).values):
                 return None
         return cls(term)
 

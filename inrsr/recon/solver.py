@@ -331,8 +331,7 @@ def fit_slice(
         # the low-rank term on every llr_every-th step, that many times as strong, on a randomly shifted grid
         regularisers: list[TotalVariation | LocallyLowRank] = [tv]
         if lowrank is not None and step % settings.llr_every == 0:
-            b = settings.llr_block
-            sx, sy = (int(v) for v in torch.randint(0, b, (2,), generator=llr_gen))
+            sx, sy = (int(v) for v in torch.randint(0, lowrank.block, (2,), generator=llr_gen))
             lowrank.shift = (sx, sy)
             lowrank.strength = weights * settings.llr * settings.llr_every
             regularisers.append(lowrank)
