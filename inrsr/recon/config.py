@@ -25,11 +25,13 @@ class Pattern(str, Enum):
 # Under k-t sampling the frames' different lines fill each other's gaps: a locally low-rank term over the frames,
 # relaxed where the ACS cine moves, started stronger and lowered faster. With the same lines in every frame,
 # aliasing is the same in every frame and the low-rank term keeps it, except at low acceleration (R <= 4), where
-# the aliasing is weak and the term's denoising pays (benchmark: docs/recon.md).
-KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1}
-FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3}
+# the aliasing is weak and the term's denoising pays (benchmark: docs/recon.md). There the coils alone unfold most
+# of the aliasing, and the weaker components of their sensitivities, which a compression to 6 virtual coils drops,
+# matter: 8 virtual coils (through the normal matrices of a fixed-line mask a step costs nearly the same).
+KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1, "virtual_coils": 6}
+FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3, "virtual_coils": 6}
 FIXED_LINE_LOW_ACCEL = 4.0  # fixed-line masks at this nominal acceleration or lower take FIXED_LINE_LOW_SETTINGS
-FIXED_LINE_LOW_SETTINGS = {**FIXED_LINE_SETTINGS, "llr": 0.1}
+FIXED_LINE_LOW_SETTINGS = {**FIXED_LINE_SETTINGS, "llr": 0.1, "virtual_coils": 8}
 
 
 @dataclass
@@ -47,7 +49,8 @@ class ReconConfig:
     ref_key: str | None = None
     encoding: str = "pyramid"  # pyramid | hash | fourier | pixel
     coils: str = "espirit"  # espirit | joint
-    virtual_coils: int = 6  # compress the coils to this many virtual coils first (0: keep every coil)
+    # compress the coils to this many virtual coils first (0: keep every coil; None: chosen by the mask, as llr)
+    virtual_coils: int | None = None
     loss: str = "l2"  # l2 | huber
     tv_space: float = 0.002
     tv_time: float = 0.004
@@ -102,7 +105,7 @@ class ReconConfig:
             raise InputError("--save-mat writes the acquired frames (img4ranking): leave out --frames")
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}")
-        if self.virtual_coils < 0:
+        if self.virtual_coils is not None and self.virtual_coils < 0:
             raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
         if self.tv_stages < 0 or (self.tv_factor is not None and not 0 < self.tv_factor < 1):
             raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")
@@ -128,6 +131,8 @@ class ReconConfig:
 
         >>> ReconConfig().for_mask(kt=False, accel=4).llr, ReconConfig().for_mask(kt=False, accel=8).llr
         (0.1, 0.0)
+        >>> ReconConfig().for_mask(kt=False, accel=4).virtual_coils, ReconConfig().for_mask(kt=True).virtual_coils
+        (8, 6)
         """
         if kt:
             chosen = KT_SETTINGS
