@@ -292,6 +292,11 @@ INRSR_VARIANTS = {
     "inrsr_llr_every_step": Variant(
         {"llr_every": 1}, "inrsr --llr-every 1 (the low-rank term on every step)", R4 + KT16
     ),
+    "inrsr_no_race": Variant(
+        {"llr_race": 0.0},
+        "inrsr --llr-race 0 (the low-rank weight lowered with the TV weights, no race)",
+        KT16 + (("ktGaussian", 16),),
+    ),
     "inrsr_kt_no_motion": Variant(
         {"acs_motion": 0.0}, "inrsr --acs-motion 0 (the same temporal weight everywhere)", KT16
     ),

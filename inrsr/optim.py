@@ -35,6 +35,21 @@ class FusedAdam:
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
 
+    def state(self) -> dict:
+        """A copy of the moments, step counts and rate (:meth:`load_state` puts it back)."""
+        return {
+            "exp_avg": [m.clone() for m in self.exp_avg],
+            "exp_avg_sq": [m.clone() for m in self.exp_avg_sq],
+            "steps": [n.clone() for n in self.steps],
+            "lr": self.lr,
+        }
+
+    def load_state(self, state: dict) -> None:
+        for name in ("exp_avg", "exp_avg_sq", "steps"):
+            for mine, saved in zip(getattr(self, name), state[name], strict=True):
+                mine.copy_(saved)
+        self.lr = state["lr"]
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None

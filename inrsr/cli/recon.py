@@ -157,6 +157,18 @@ LlrEveryOpt = Annotated[
         "eigendecompositions are the costliest part of a step).",
     ),
 ]
+LlrRaceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--llr-race",
+        help="A second lowering factor for the locally low-rank weight alone: from the first lowering of the "
+        "weights, the fit runs --race-steps steps with the low-rank weight lowered by this factor and as many with "
+        "it lowered by --tv-factor, from the same state, and goes on from the one with the lower held-out error "
+        "(that factor kept for the later lowerings). 0: the low-rank weight is lowered with the TV weights. "
+        "Default: 0.3 under k-t masks, 0 otherwise.",
+    ),
+]
+RaceStepsOpt = Annotated[int, typer.Option("--race-steps", help="Steps each factor of --llr-race runs.")]
 SpacingOpt = Annotated[
     str, typer.Option("--spacing", help="Pixel spacing in mm: DX[,DY[,DZ]] (DZ: the slice distance, if known).")
 ]
@@ -208,6 +220,8 @@ def recon_command(
     patience: PatienceOpt = _D.patience,
     settle_tol: SettleTolOpt = _D.settle_tol,
     weight_ramp: WeightRampOpt = _D.weight_ramp,
+    llr_race: LlrRaceOpt = _D.llr_race,
+    race_steps: RaceStepsOpt = _D.race_steps,
     spacing: SpacingOpt = "1",
     slice_distance: SliceDistanceOpt = None,
     save_mat: SaveMatOpt = None,
@@ -269,6 +283,8 @@ def recon_command(
         patience=patience,
         settle_tol=settle_tol,
         weight_ramp=weight_ramp,
+        llr_race=llr_race,
+        race_steps=race_steps,
         device=device,
         seed=seed,
         quiet=quiet,

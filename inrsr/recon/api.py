@@ -193,6 +193,8 @@ def reconstruct_slice(
             "best_holdout_nmse": min(fit.history["holdout"]) if hold.any() else None,
             "holdout_lines": int(M.sampled_lines(hold).sum()),
             "tv_scale": fit.history["tv_scale"][fit.best_step],
+            "llr_factor": fit.llr_factor,  # the low-rank weight's lowering factor the held-out race chose
+            "llr_race_holdout": fit.race,
             # the settings the mask chose (k-t or fixed lines) where they were not given
             "llr": config.llr,
             "acs_motion": config.acs_motion,

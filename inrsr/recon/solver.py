@@ -16,6 +16,8 @@ included.
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +62,41 @@ class FitSettings:
     warmup: float = 0.2  # share of the steps before the held-out error may choose one
     settle_tol: float = 0.0  # settled: the best held-out error fell by at most this share over `patience` steps
     weight_ramp: int = 0  # steps over which a lowering of the weights is spread, geometrically (0: at once)
+    # other factors for the low-rank weight's own lowerings (besides tv_factor), raced on the held-out error over
+    # race_steps steps from the first lowering (empty: the low-rank weight is lowered with the TV weights)
+    llr_race: tuple[float, ...] = ()
+    race_steps: int = 40
+
+
+@dataclass
+class _Run:
+    """What a fit has found so far, saved and restored when lowering factors are raced."""
+
+    best: tuple  # (held-out error, step, image, maps) of the best step
+    history: dict[str, list[float]]
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # that step's model, to render other frames
+    llr_power: float = 1.0  # the low-rank weight's factor is the TV weights' factor to this power
+    race: list[float] = field(default_factory=list)  # each raced factor's best held-out error
+
+
+def _snapshot(opt: FusedAdam, schedule: WeightSchedule, run: _Run, gen: torch.Generator) -> dict:
+    return {
+        "params": [p.detach().clone() for p in opt.params],
+        "adam": opt.state(),
+        "schedule": copy.deepcopy(schedule),
+        "run": (run.best, {k: list(v) for k, v in run.history.items()}, run.best_state, run.llr_power),
+        "gen": gen.get_state(),
+    }
+
+
+def _restore(state: dict, opt: FusedAdam, run: _Run, gen: torch.Generator) -> None:
+    with torch.no_grad():
+        for p, saved in zip(opt.params, state["params"], strict=True):
+            p.copy_(saved)
+    opt.load_state(state["adam"])
+    run.best, history, run.best_state, run.llr_power = state["run"]
+    run.history = {k: list(v) for k, v in history.items()}
+    gen.set_state(state["gen"])
 
 
 @dataclass
@@ -71,6 +108,8 @@ class FitResult:
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
     rendered: torch.Tensor | None = None  # (render_frames, x, y) complex, the chosen step's model
+    llr_factor: float | None = None  # the low-rank weight's lowering factor the race chose (None: no race)
+    race: list[float] = field(default_factory=list)  # each raced factor's best held-out error, tv_factor's first
 
 
 def zero_filled(kspace: torch.Tensor) -> torch.Tensor:
@@ -305,14 +344,9 @@ def fit_slice(
             total = (w_train * power).sum()
         return total / n_pix, float((w_hold * power.detach()).sum())
 
-    best = (float("inf"), -1, None, None)
-    best_state: dict[str, torch.Tensor] = {}  # the chosen step's model, kept only to render other frames
     # Early steps predict almost nothing on the held-out lines; their error (about 1) can only look good when the
     # held-out lines are noise-dominated, so the choice starts after a warm-up.
     warmup = int(settings.warmup * settings.steps)
-    history: dict[str, list[float]] = {"loss": [], "holdout": [], "tv_scale": [], "weights": []}
-    llr_gen = torch.Generator().manual_seed(0)
-    step = 0
     # without held-out lines nothing tells when to lower the weights or stop: fixed weights, every step
     schedule = WeightSchedule(
         settings.patience,
@@ -322,7 +356,11 @@ def fit_slice(
         first=warmup - 1,
         ramp=settings.weight_ramp,
     )
-    for step in range(settings.steps):
+    run = _Run(best=(float("inf"), -1, None, None), history={"loss": [], "holdout": [], "tv_scale": [], "weights": []})
+    llr_gen = torch.Generator().manual_seed(0)
+
+    def train_step(step: int) -> bool:
+        """One step of the fit; true: the held-out rule says stop."""
         opt.zero_grad()
         planes = model.render_planes()  # (2, t, x, y): real and imaginary parts
         s = coil_field.maps() if coil_field is not None else maps
@@ -333,7 +371,7 @@ def fit_slice(
         if lowrank is not None and step % settings.llr_every == 0:
             sx, sy = (int(v) for v in torch.randint(0, lowrank.block, (2,), generator=llr_gen))
             lowrank.shift = (sx, sy)
-            lowrank.strength = weights * settings.llr * settings.llr_every
+            lowrank.strength = weights**run.llr_power * settings.llr * settings.llr_every
             regularisers.append(lowrank)
         if fused is not None:
             loss = frame_loss(planes, [fused, *regularisers])
@@ -347,27 +385,60 @@ def fit_slice(
                 hold = hold_sum / hold_norm
             else:
                 hold = -float(step)  # nothing held out: keep the last step
-        keep = hold < best[0] or step < warmup
+        keep = hold < run.best[0] or step < warmup
         if on_step is not None or keep:
             current = torch.complex(planes[0].detach(), planes[1].detach())  # a new tensor
             if on_step is not None:
                 on_step(step, current)
         if keep:
-            best = (hold, step, current, s.detach().clone())
+            run.best = (hold, step, current, s.detach().clone())
             if settings.render_frames is not None:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         loss_value = float(loss.detach())
-        history["loss"].append(loss_value)
-        history["holdout"].append(hold if has_hold else float("nan"))
-        history["tv_scale"].append(schedule.scale)
-        history["weights"].append(weights)
+        run.history["loss"].append(loss_value)
+        run.history["holdout"].append(hold if has_hold else float("nan"))
+        run.history["tv_scale"].append(schedule.scale)
+        run.history["weights"].append(weights)
         if progress is not None:
             progress.update(1, loss=loss_value, holdout=hold if has_hold else float("nan"))
-        if has_hold and schedule.update(step, best[0], best[1]):
-            break
+        if has_hold and schedule.update(step, run.best[0], run.best[1]):
+            return True
         loss.backward()
         opt.step()
         opt.lr *= gamma
+        return False
+
+    # The low-rank weight's own lowering factors, raced on the held-out error from the first lowering of the
+    # weights (the fit is the same for all of them up to there): each runs `race_steps` steps from the same state,
+    # and the fit goes on from the end of the one with the lowest held-out error.
+    powers = [1.0] + [math.log(f) / math.log(settings.tv_factor) for f in settings.llr_race]
+    raced = len(powers) == 1 or lowrank is None or not has_hold
+    step, stopped = 0, False
+    while step < settings.steps and not stopped:
+        if not raced and schedule.stage == 1:
+            raced = True
+            start_state = _snapshot(opt, schedule, run, llr_gen)
+            ends = []
+            for power in powers:
+                _restore(start_state, opt, run, llr_gen)
+                schedule = copy.deepcopy(start_state["schedule"])
+                run.llr_power = power
+                last, stopped = step, False
+                while last < min(step + settings.race_steps, settings.steps) and not stopped:
+                    stopped = train_step(last)
+                    last += 1
+                score = min(run.history["holdout"][step:last])
+                ends.append((score, last, stopped, _snapshot(opt, schedule, run, llr_gen)))
+            score, step, stopped, end_state = min(ends, key=lambda e: e[0])
+            _restore(end_state, opt, run, llr_gen)
+            schedule = end_state["schedule"]
+            run.race = [e[0] for e in ends]
+            continue
+        stopped = train_step(step)
+        step += 1
+    best, best_state, history = run.best, run.best_state, run.history
+    factor = settings.tv_factor**run.llr_power if run.race else None
+    step -= 1
     _, best_step, image, used_maps = best
     assert image is not None and used_maps is not None
     rendered = None
@@ -383,6 +454,8 @@ def fit_slice(
         steps_run=step + 1,
         seconds=time.perf_counter() - start,
         history=history,
+        llr_factor=factor,
+        race=run.race,
     )
 
 

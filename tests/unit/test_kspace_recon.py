@@ -250,6 +250,23 @@ def test_coil_compression_keeps_the_energy_and_still_reconstructs(cine):
         ReconConfig(virtual_coils=-1).validate()
 
 
+def test_the_mask_chooses_the_virtual_coil_count_unless_given():
+    """10 coils: 8 virtual coils with the same lines in every frame at R = 4, 6 at R = 8 and under a k-t mask,
+    as many as given otherwise (a few steps each: only the compression is checked here)."""
+    k, _, _ = cine_kspace(48, 40, 6, 10, seed=0)
+    cases = [
+        ("uniform", 4, {}, 8),
+        ("uniform", 8, {}, 6),
+        ("ktUniform", 8, {}, 6),
+        ("uniform", 4, {"virtual_coils": 5}, 5),
+    ]
+    for pattern, accel, given, expected in cases:
+        mask = M.pattern_mask(pattern, 48, 40, 6, accel, 8)
+        kus = np.where(mask[:, None], k, 0).astype(np.complex64)
+        res = reconstruct_slice(kus, mask, ReconConfig(steps=2, quiet=True, device="cpu", **given))
+        assert res.info["virtual_coils"] == expected, (pattern, accel, given)
+
+
 def test_pyramid_reconstructs_and_its_cycle_is_continuous(cine):
     """``encoding="pyramid"`` (the multi-resolution grids summed, no MLP) reconstructs; rendered at twice the frame
     rate, its even frames are the acquired ones (time periodic, every level's vertices around the cycle)."""

@@ -102,9 +102,17 @@ def test_settings_are_chosen_by_the_mask_unless_given():
     assert low.virtual_coils == FIXED_LINE_LOW_SETTINGS["virtual_coils"] > FIXED_LINE_SETTINGS["virtual_coils"]
     assert ReconConfig().for_mask(kt=True, accel=4.0).virtual_coils == KT_SETTINGS["virtual_coils"]
     assert ReconConfig(virtual_coils=0).for_mask(kt=False, accel=4.0).virtual_coils == 0  # given: kept
+    # the low-rank weight's lowering factor raced under k-t masks only
+    assert ReconConfig().for_mask(kt=True).llr_race == KT_SETTINGS["llr_race"] > 0
+    assert ReconConfig().for_mask(kt=False, accel=4.0).llr_race == 0
     given = ReconConfig(llr=0.5, acs_motion=0.0, tv_factor=0.2).for_mask(kt=True)
     assert (given.llr, given.acs_motion, given.tv_factor) == (0.5, 0.0, 0.2)
-    for bad, match in (({"llr": -1.0}, "--llr"), ({"acs_motion": -0.1}, "--acs-motion")):
+    for bad, match in (
+        ({"llr": -1.0}, "--llr"),
+        ({"acs_motion": -0.1}, "--acs-motion"),
+        ({"llr_race": 1.5}, "--llr-race"),
+        ({"race_steps": 0}, "--race-steps"),
+    ):
         with pytest.raises(InputError, match=match):
             ReconConfig(**bad).validate()
 
@@ -165,3 +173,26 @@ def test_batched_eigh_splits_over_threads_with_the_same_result():
     ref_lam, _ = torch.linalg.eigh(gram)
     torch.testing.assert_close(lam, ref_lam)
     torch.testing.assert_close(vec @ torch.diag_embed(lam).to(vec.dtype) @ vec.mH, gram, rtol=1e-4, atol=1e-4)
+
+
+def test_the_race_of_low_rank_factors_resumes_from_the_winner_exactly():
+    """From the first lowering of the weights each raced factor runs from the same saved state (field, Adam's
+    moments and rate, schedule, history, the block shifts' generator). Racing the factor the TV weights use
+    against itself must then give the fit without a race, to the bit; racing another factor keeps the branch with
+    the lower held-out error and only its steps in the history."""
+    k, _, _ = cine_kspace(NX, NY, NT, NC, noise=0.002, seed=0)
+    mask = M.pattern_mask("ktUniform", NX, NY, NT, 8, 12)
+    kus = np.where(mask[:, None], k, 0)
+    base = {"steps": 160, "patience": 10, "race_steps": 12, "quiet": True, "device": "cpu"}
+    plain = reconstruct_slice(kus, mask, ReconConfig(llr_race=0.0, **base))
+    same = reconstruct_slice(kus, mask, ReconConfig(llr_race=KT_SETTINGS["tv_factor"], **base))
+    assert plain.info["llr_factor"] is None and same.info["llr_factor"] == pytest.approx(KT_SETTINGS["tv_factor"])
+    first, second = same.info["llr_race_holdout"]
+    assert first == second
+    np.testing.assert_array_equal(same.image, plain.image)
+    assert same.info["steps_run"] == plain.info["steps_run"]
+    other = reconstruct_slice(kus, mask, ReconConfig(llr_race=0.5, **base))
+    scores = other.info["llr_race_holdout"]
+    assert len(scores) == 2 and scores[0] != scores[1]
+    assert other.info["llr_factor"] == pytest.approx((KT_SETTINGS["tv_factor"], 0.5)[int(np.argmin(scores))])
+    assert other.info["best_holdout_nmse"] <= min(scores) + 1e-12
