@@ -270,6 +270,7 @@ class Variant:
     rows: tuple[tuple[str, int], ...] | None
 
 
+KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24", "ktGaussian:16", "ktRadial:8")
 R8 = (("uniform", 8),)
 R4 = (("uniform", 4),)
 KT16 = (("ktUniform", 16),)
@@ -292,10 +293,10 @@ INRSR_VARIANTS = {
     "inrsr_llr_every_step": Variant(
         {"llr_every": 1}, "inrsr --llr-every 1 (the low-rank term on every step)", R4 + KT16
     ),
-    "inrsr_no_race": Variant(
-        {"llr_race": 0.0},
-        "inrsr --llr-race 0 (the low-rank weight lowered with the TV weights, no race)",
-        KT16 + (("ktGaussian", 16),),
+    "inrsr_race": Variant(
+        {"llr_race": 0.3},
+        "inrsr --llr-race 0.3 (the low-rank weight's lowering factor raced on the held-out error)",
+        tuple((p, int(r)) for p, r in (row.split(":") for row in KT_ROWS)),
     ),
     "inrsr_kt_no_motion": Variant(
         {"acs_motion": 0.0}, "inrsr --acs-motion 0 (the same temporal weight everywhere)", KT16
@@ -315,7 +316,6 @@ RENAMED = {
     "inrsr_low_r_settle_strict": "inrsr_settle_strict",
 }
 CASES = ("phantom", "textured")
-KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24", "ktGaussian:16", "ktRadial:8")
 KT_METHODS = ("zerofill", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", *INRSR_VARIANTS)
 CLASSIC = ("sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr")
 METHODS = ("zerofill", "sense", "tv", "l1wav", "bart_ttv", "bart_ttv_wav", "bart_llr", *INRSR_VARIANTS)

@@ -158,14 +158,14 @@ LlrEveryOpt = Annotated[
     ),
 ]
 LlrRaceOpt = Annotated[
-    float | None,
+    float,
     typer.Option(
         "--llr-race",
         help="A second lowering factor for the locally low-rank weight alone: from the first lowering of the "
         "weights, the fit runs --race-steps steps with the low-rank weight lowered by this factor and as many with "
         "it lowered by --tv-factor, from the same state, and goes on from the one with the lower held-out error "
-        "(that factor kept for the later lowerings). 0: the low-rank weight is lowered with the TV weights. "
-        "Default: 0.3 under k-t masks, 0 otherwise.",
+        "(that factor kept for the later lowerings). 0 (default): the low-rank weight is lowered with the TV "
+        "weights. Try 0.3 under k-t masks on textured anatomy (docs/recon.md).",
     ),
 ]
 RaceStepsOpt = Annotated[int, typer.Option("--race-steps", help="Steps each factor of --llr-race runs.")]

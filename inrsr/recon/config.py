@@ -28,10 +28,8 @@ class Pattern(str, Enum):
 # the aliasing is weak and the term's denoising pays (benchmark: docs/recon.md). There the coils alone unfold most
 # of the aliasing, and the weaker components of their sensitivities, which a compression to 6 virtual coils drops,
 # matter: 8 virtual coils (through the normal matrices of a fixed-line mask a step costs nearly the same).
-# Under k-t masks the low-rank weight's own lowering factor is raced (0.3 against the TV weights' 0.1) on the
-# held-out error from the first lowering: a textured cine keeps more of the term, a piecewise-constant one less.
-KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1, "virtual_coils": 6, "llr_race": 0.3}
-FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3, "virtual_coils": 6, "llr_race": 0.0}
+KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1, "virtual_coils": 6}
+FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3, "virtual_coils": 6}
 FIXED_LINE_LOW_ACCEL = 4.0  # fixed-line masks at this nominal acceleration or lower take FIXED_LINE_LOW_SETTINGS
 FIXED_LINE_LOW_SETTINGS = {**FIXED_LINE_SETTINGS, "llr": 0.1, "virtual_coils": 8}
 
@@ -72,9 +70,8 @@ class ReconConfig:
     settle_tol: float = 0.005  # settled: the best held-out error fell by at most this share over `patience` steps
     weight_ramp: int = 0  # steps over which a lowering of the weights is spread, geometrically (0: at once)
     # a second lowering factor for the low-rank weight alone, raced against --tv-factor on the held-out error from
-    # the first lowering for race_steps steps (0: the low-rank weight is lowered with the TV weights; None: chosen
-    # by the mask, as llr)
-    llr_race: float | None = None
+    # the first lowering for race_steps steps (0: off, the low-rank weight is lowered with the TV weights)
+    llr_race: float = 0.0
     race_steps: int = 40
     n_levels: int = 8
     features_per_level: int = 2
@@ -128,7 +125,7 @@ class ReconConfig:
             raise InputError(f"--acs-motion must be >= 0 (0: one temporal weight everywhere), got {self.acs_motion}")
         if self.llr_block < 2:
             raise InputError(f"the low-rank block size must be >= 2, got {self.llr_block}")
-        if not 0 <= (self.llr_race or 0) < 1 or self.race_steps < 1:
+        if not 0 <= self.llr_race < 1 or self.race_steps < 1:
             got = f"{self.llr_race}, {self.race_steps}"
             raise InputError(f"--llr-race must be in [0, 1) and --race-steps >= 1, got {got}")
         if self.llr_every < 1:

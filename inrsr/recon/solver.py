@@ -10,8 +10,10 @@ the sampled lines outside the ACS is held out of the loss; every step reports th
 the image at the step with the lowest held-out error after a warm-up is kept. When it has settled (its best value
 fell by at most ``settle_tol`` over ``patience`` steps), the regularisation weights are lowered (``tv_stages``); a
 lowering that does not help is undone once, and training stops when the error settles again
-(:class:`WeightSchedule`). The final hard data-consistency step puts every measured sample back, held-out ones
-included.
+(:class:`WeightSchedule`). With ``llr_race``, other lowering factors for the low-rank weight alone are raced from
+the first lowering: each runs ``race_steps`` steps from the same saved state, and the fit goes on from the end of
+the one with the lowest held-out error. The final hard data-consistency step puts every measured sample back,
+held-out ones included.
 """
 
 from __future__ import annotations

@@ -102,9 +102,6 @@ def test_settings_are_chosen_by_the_mask_unless_given():
     assert low.virtual_coils == FIXED_LINE_LOW_SETTINGS["virtual_coils"] > FIXED_LINE_SETTINGS["virtual_coils"]
     assert ReconConfig().for_mask(kt=True, accel=4.0).virtual_coils == KT_SETTINGS["virtual_coils"]
     assert ReconConfig(virtual_coils=0).for_mask(kt=False, accel=4.0).virtual_coils == 0  # given: kept
-    # the low-rank weight's lowering factor raced under k-t masks only
-    assert ReconConfig().for_mask(kt=True).llr_race == KT_SETTINGS["llr_race"] > 0
-    assert ReconConfig().for_mask(kt=False, accel=4.0).llr_race == 0
     given = ReconConfig(llr=0.5, acs_motion=0.0, tv_factor=0.2).for_mask(kt=True)
     assert (given.llr, given.acs_motion, given.tv_factor) == (0.5, 0.0, 0.2)
     for bad, match in (
@@ -184,7 +181,7 @@ def test_the_race_of_low_rank_factors_resumes_from_the_winner_exactly():
     mask = M.pattern_mask("ktUniform", NX, NY, NT, 8, 12)
     kus = np.where(mask[:, None], k, 0)
     base = {"steps": 160, "patience": 10, "race_steps": 12, "quiet": True, "device": "cpu"}
-    plain = reconstruct_slice(kus, mask, ReconConfig(llr_race=0.0, **base))
+    plain = reconstruct_slice(kus, mask, ReconConfig(**base))
     same = reconstruct_slice(kus, mask, ReconConfig(llr_race=KT_SETTINGS["tv_factor"], **base))
     assert plain.info["llr_factor"] is None and same.info["llr_factor"] == pytest.approx(KT_SETTINGS["tv_factor"])
     first, second = same.info["llr_race_holdout"]
