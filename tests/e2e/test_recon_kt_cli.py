@@ -58,6 +58,17 @@ def test_simulated_kt_gaussian_sampling(tmp_path, full_file):
     assert nib.load(out).shape == (NX, NY, 1, NT)
 
 
+def test_llr_race_reports_the_factor_it_chose(tmp_path, full_file):
+    """``--llr-race``: both factors' held-out errors in the report, the chosen factor the one with the lower."""
+    out, rep = tmp_path / "cine.nii.gz", tmp_path / "report.json"
+    recon(full_file, "--pattern", "ktUniform", "--accel", 8, "--acs", 12, "--steps", 160, "--patience", 10,
+          "--llr-race", 0.5, "--race-steps", 12, "-o", out, "--report", rep)  # fmt: skip
+    entry = json.loads(rep.read_text())["slices"][0]
+    first, second = entry["llr_race_holdout"]
+    assert entry["llr_factor"] == pytest.approx(0.1 if first <= second else 0.5)
+    assert entry["metrics"]["inrsr"]["full"]["psnr"] > entry["metrics"]["zerofill"]["full"]["psnr"] + 3
+
+
 def test_cmrxrecon_2024_kus_with_a_kt_mask(tmp_path, full_file, cine):
     """A ``kus`` file and a ``mask`` file (MATLAB (kx, ky, t)), as the 2024 challenge ships them: read with the
     mask, and without it (the mask then comes off the zeros of the data), scored against the full k-space."""
@@ -125,6 +136,8 @@ def _undersampled(tmp_path, cine):
         (["FULL", "--accel", 4, "--llr-every", 0], "--llr-every must be >= 1, got 0"),
         (["FULL", "--accel", 4, "--settle-tol", 1.5], "--settle-tol must be in [0, 1), got 1.5"),
         (["FULL", "--accel", 4, "--weight-ramp", -1], "--weight-ramp must be >= 0 (0: lower the weights at once)"),
+        (["FULL", "--accel", 4, "--llr-race", 1.5], "--llr-race must be in [0, 1) and --race-steps >= 1, got 1.5"),
+        (["FULL", "--accel", 4, "--race-steps", 0], "--llr-race must be in [0, 1) and --race-steps >= 1"),
     ],
 )
 def test_bad_kt_and_frames_input_fails_in_one_line(tmp_path, full_file, cine, args, message):
