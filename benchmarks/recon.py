@@ -271,6 +271,13 @@ class Variant:
 
 
 KT_ROWS = ("ktUniform:8", "ktUniform:16", "ktUniform:24", "ktGaussian:16", "ktRadial:8")
+
+
+def kt_rows(rows: list[str] | tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """``PATTERN:R`` rows as ``(pattern, R)``."""
+    return tuple((row.split(":")[0], int(row.split(":")[1])) for row in rows if row)
+
+
 R8 = (("uniform", 8),)
 R4 = (("uniform", 4),)
 KT16 = (("ktUniform", 16),)
@@ -296,7 +303,7 @@ INRSR_VARIANTS = {
     "inrsr_race": Variant(
         {"llr_race": 0.3},
         "inrsr --llr-race 0.3 (the low-rank weight's lowering factor raced on the held-out error)",
-        tuple((p, int(r)) for p, r in (row.split(":") for row in KT_ROWS)),
+        kt_rows(KT_ROWS),
     ),
     "inrsr_kt_no_motion": Variant(
         {"acs_motion": 0.0}, "inrsr --acs-motion 0 (the same temporal weight everywhere)", KT16
@@ -395,7 +402,7 @@ def main() -> None:
         tune(methods)
         return
     accels = [int(a) for a in args.accels.split(",") if a]
-    kt_rows = [(r.split(":")[0], int(r.split(":")[1])) for r in args.kt.split(",") if r]
+    kt_plan = kt_rows(args.kt.split(","))
     kt_methods = [m for m in args.kt_methods.split(",") if available(m)]
     results: dict = {
         "case": {"nx": NX, "ny": NY, "nt": NT, "nc": NC, "noise": NOISE, "cardiac_gain": CARDIAC_GAIN,
@@ -408,7 +415,7 @@ def main() -> None:
     run = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # each row says which run it comes from (--merge)
     for case in args.cases.split(","):
         k, gt = make_case(seed=0, kind=case)
-        plan = [("uniform", a, methods) for a in accels] + [(p, a, kt_methods) for p, a in kt_rows]
+        plan = [("uniform", a, methods) for a in accels] + [(p, a, kt_methods) for p, a in kt_plan]
         for pattern, accel, names in plan:
             kus, mask = undersample(k, accel, pattern)
             for name in names:

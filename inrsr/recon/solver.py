@@ -410,34 +410,46 @@ def fit_slice(
         opt.lr *= gamma
         return False
 
+    def train_until(first: int, stop: int) -> tuple[int, bool]:
+        """Steps ``first .. stop - 1``, fewer when the held-out rule stops the fit: the next step, and whether it
+        stopped."""
+        step = first
+        while step < stop:
+            step += 1
+            if train_step(step - 1):
+                return step, True
+        return step, False
+
     # The low-rank weight's own lowering factors, raced on the held-out error from the first lowering of the
     # weights (the fit is the same for all of them up to there): each runs `race_steps` steps from the same state,
     # and the fit goes on from the end of the one with the lowest held-out error.
     powers = [1.0] + [math.log(f) / math.log(settings.tv_factor) for f in settings.llr_race]
+
+    def race(first: int) -> tuple[int, bool]:
+        nonlocal schedule
+        start_state = _snapshot(opt, schedule, run, llr_gen)
+        ends = []
+        for power in powers:
+            _restore(start_state, opt, run, llr_gen)
+            schedule = copy.deepcopy(start_state["schedule"])
+            run.llr_power = power
+            last, stopped = train_until(first, min(first + settings.race_steps, settings.steps))
+            score = min(run.history["holdout"][first:last])
+            ends.append((score, last, stopped, _snapshot(opt, schedule, run, llr_gen)))
+        _, last, stopped, end_state = min(ends, key=lambda e: e[0])
+        _restore(end_state, opt, run, llr_gen)
+        schedule = end_state["schedule"]
+        run.race = [e[0] for e in ends]
+        return last, stopped
+
     raced = len(powers) == 1 or lowrank is None or not has_hold
     step, stopped = 0, False
     while step < settings.steps and not stopped:
         if not raced and schedule.stage == 1:
             raced = True
-            start_state = _snapshot(opt, schedule, run, llr_gen)
-            ends = []
-            for power in powers:
-                _restore(start_state, opt, run, llr_gen)
-                schedule = copy.deepcopy(start_state["schedule"])
-                run.llr_power = power
-                last, stopped = step, False
-                while last < min(step + settings.race_steps, settings.steps) and not stopped:
-                    stopped = train_step(last)
-                    last += 1
-                score = min(run.history["holdout"][step:last])
-                ends.append((score, last, stopped, _snapshot(opt, schedule, run, llr_gen)))
-            score, step, stopped, end_state = min(ends, key=lambda e: e[0])
-            _restore(end_state, opt, run, llr_gen)
-            schedule = end_state["schedule"]
-            run.race = [e[0] for e in ends]
-            continue
-        stopped = train_step(step)
-        step += 1
+            step, stopped = race(step)
+        else:
+            step, stopped = train_until(step, step + 1)
     best, best_state, history = run.best, run.best_state, run.history
     factor = settings.tv_factor**run.llr_power if run.race else None
     step -= 1
