@@ -32,7 +32,9 @@ def _reference(planes, op, y, w_train, w_hold, scale, space, time, weight, eps=1
 @pytest.mark.parametrize("nx", [10, 9])  # even: k-space signs moved onto the data
 @pytest.mark.parametrize("columns", ["shared", "per_frame", "all_sparse"])
 @pytest.mark.parametrize("lines", [False, True])  # whole readout lines held out: compared in hybrid space
-def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx, lines):
+@pytest.mark.parametrize("threads", [1, 2])  # two: the frames shared between threads, TV on a gradient of its own
+def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx, lines, threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the CPU's thread count, as frame_loss reads it
     t, c, ny = 4, 3, 8
     maps = _rand((c, nx, ny), 1).to(torch.complex64)
     cols = {
@@ -72,6 +74,42 @@ def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx, lines):
     assert data.hold == pytest.approx(ref_hold, rel=1e-5)
     assert data.hold_norm == pytest.approx(float((w_hold * y.abs() ** 2).sum()), rel=1e-5)
     torch.testing.assert_close(fused_planes.grad, 2 * ref_planes.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_frame_loss_shares_frames_between_threads_with_the_same_numbers_every_time():
+    """With several threads the frames go to whichever thread is free, but each frame's gradient has one writer
+    and the sums a fixed order: repeated evaluations agree to the bit, and the caller's thread count is kept."""
+    from inrsr.recon.loss import LocallyLowRank
+
+    t, c, nx, ny = 12, 3, 16, 12
+    maps = _rand((c, nx, ny), 1).to(torch.complex64)
+    cols = torch.stack([torch.randperm(ny, generator=torch.Generator().manual_seed(i))[:4] for i in range(t)])
+    op = SenseColumns(maps, cols, t)
+    y = op.native_data(_rand(op.oshape, 4).to(torch.complex64))
+    ones = op.native_layout(torch.ones(t, 1, nx, 4))
+    data = SenseDataTerm(op, y, ones, torch.zeros_like(ones), 0.3)
+    terms = [data, TotalVariation((t, nx, ny), 0.05, 0.07), LocallyLowRank(block=4)]
+    planes = _rand((2, t, nx, ny), 5, torch.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = []
+        for _ in range(4):
+            leaf = planes.clone().requires_grad_(True)
+            loss = frame_loss(leaf, terms)
+            loss.backward()
+            runs.append((float(loss.detach()), leaf.grad))
+            assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # one thread: everything in turn on the caller's
+        leaf = planes.clone().requires_grad_(True)
+        serial = frame_loss(leaf, terms)
+        serial.backward()
+    finally:
+        torch.set_num_threads(before)
+    for value, grad in runs[1:]:
+        assert value == runs[0][0] and torch.equal(grad, runs[0][1])
+    torch.testing.assert_close(runs[0][1], leaf.grad, rtol=1e-5, atol=1e-7)
+    assert runs[0][0] == pytest.approx(float(serial.detach()), rel=1e-6)
 
 
 def test_native_frame_round_trips_through_the_standard_layout():
