@@ -20,10 +20,12 @@ MAX_BYTES = 1 << 30
 
 
 class GramDataTerm:
-    """:class:`SenseDataTerm`'s value, gradient and held-out sum for the whole cine at once (a whole-cine term of
-    :func:`inrsr.recon.loss.frame_loss`), through per-row normal matrices; see the module. Build it with
+    """:class:`SenseDataTerm`'s value, gradient and held-out sum for the whole cine at once, through per-row normal
+    matrices (see the module), in blocks of rows (a :class:`inrsr.recon.loss.PartTerm`). Build it with
     :meth:`of`, which says when it applies: whole lines in hybrid space, the same columns in every frame
     (fixed-line masks), weights 0 or 1 by line."""
+
+    ROW_BLOCKS_PER_THREAD = 4
 
     def __init__(self, term: SenseDataTerm) -> None:
         op = term.op
@@ -57,7 +59,7 @@ class GramDataTerm:
         held = [term.y[t][j] for t, j in zip(frames, lines.tolist(), strict=True)]  # (C, X) each
         self.y_held = torch.stack(held, dim=-1).permute(1, 0, 2).contiguous() if held else None  # (X, C, L)
         self.has_hold, self.hold_norm = term.has_hold, term.hold_norm
-        self.hold = 0.0
+        self.holds = [0.0]
 
     @classmethod
     def of(cls, term: SenseDataTerm) -> GramDataTerm | None:
@@ -74,21 +76,39 @@ class GramDataTerm:
                 return None
         return cls(term)
 
-    def cine(self, x: torch.Tensor, grad: torch.Tensor) -> float:
-        """The term's value at the planes ``x (2, T, X, Y)``; adds its gradient into ``grad`` (same shape) and
-        sets :attr:`hold`."""
-        xc = torch.complex(x[0], x[1]).permute(1, 2, 0).contiguous()  # (X, Y, T)
-        u = torch.bmm(self.gram, xc)
+    def count(self, x: torch.Tensor) -> int:
+        """The parts of an evaluation: blocks of image rows, several per CPU thread (one with one thread, or on a
+        GPU, where one batched product serves best)."""
+        threads = torch.get_num_threads()
+        n = 1 if x.device.type != "cpu" or threads < 2 else min(x.shape[2], self.ROW_BLOCKS_PER_THREAD * threads)
+        if len(self.holds) != n:
+            self.holds = [0.0] * n
+        return n
+
+    def part(self, x: torch.Tensor, i: int, grad: torch.Tensor) -> float:
+        """Rows block ``i`` of ``count(x)``: its share of the term's value at the planes ``x (2, T, X, Y)`` (the
+        constant with block 0); adds its gradient into those rows of ``grad`` (same shape) and sets its share of
+        :attr:`hold`."""
+        nx, n = x.shape[2], len(self.holds)
+        rows = slice(i * nx // n, (i + 1) * nx // n)
+        xc = torch.complex(x[0, :, rows], x[1, :, rows]).permute(1, 2, 0).contiguous()  # (X, Y, T)
+        u = torch.bmm(self.gram[rows], xc)
         if self.y_held is not None:
             # the held-out lines' predictions p = A_held x and the lines taken out: G_t x - A_held^H p
             lines = torch.matmul(xc, self.select).mul_(self.rows_held)  # (X, Y, L): each line's frame, times R
-            p = torch.bmm(self.maps_rows, lines)  # (X, C, L)
-            self.hold = float(torch.linalg.vector_norm(p - self.y_held) ** 2)
-            back = torch.bmm(self.maps_rows_h, p).mul_(self.rows_held_conj)  # (X, Y, L)
+            p = torch.bmm(self.maps_rows[rows], lines)  # (X, C, L)
+            self.holds[i] = float(torch.linalg.vector_norm(p - self.y_held[rows]) ** 2)
+            back = torch.bmm(self.maps_rows_h[rows], p).mul_(self.rows_held_conj)  # (X, Y, L)
             u.sub_(torch.matmul(back, self.select_t))
-        u.sub_(self.b)  # G x - b: half the gradient
-        xr, ur, br = (torch.view_as_real(v).reshape(-1) for v in (xc, u, self.b))
+        b = self.b[rows]
+        u.sub_(b)  # G x - b: half the gradient
+        xr, ur, br = (torch.view_as_real(v).reshape(-1) for v in (xc, u, b))
         # |A x - y|^2 = x^H G x - 2 Re x^H b + |y|^2 = Re x^H (G x - b) - Re x^H b + |y|^2
-        value = float(torch.dot(xr, ur)) - float(torch.dot(xr, br)) + self.const
-        grad.add_(torch.view_as_real(u).permute(3, 2, 0, 1), alpha=2 * self.scale)
+        value = float(torch.dot(xr, ur)) - float(torch.dot(xr, br)) + (self.const if i == 0 else 0.0)
+        grad[:, :, rows].add_(torch.view_as_real(u).permute(3, 2, 0, 1), alpha=2 * self.scale)
         return self.scale * value
+
+    @property
+    def hold(self) -> float:
+        """The held-out sum of the last evaluation."""
+        return sum(self.holds)

@@ -3,7 +3,8 @@ locally low-rank term. Each returns a sum that the solver weighs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from queue import Empty, SimpleQueue
@@ -14,12 +15,17 @@ import torch
 from ..forward.kspace import SenseColumns
 
 
-class FrameTerm(Protocol):
-    """A term of the loss that :func:`frame_loss` evaluates one frame at a time."""
+class PartTerm(Protocol):
+    """A term of the loss that :func:`frame_loss` evaluates in independent parts (frames, blocks of image rows),
+    each computing its share of the value and of the gradient together, into a region of the gradient of its own."""
 
-    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
-        """Frame ``t``'s share of the term's value at the cine's planes ``x (2, t, x, y)``; adds its gradient into
-        ``grad`` (same shape, zero at the start)."""
+    def count(self, x: torch.Tensor) -> int:
+        """The number of parts at the cine's planes ``x (2, t, x, y)``."""
+        ...
+
+    def part(self, x: torch.Tensor, i: int, grad: torch.Tensor) -> float:
+        """Part ``i``'s share of the term's value at ``x``; adds its gradient into its region of ``grad`` (same
+        shape as ``x``)."""
         ...
 
 
@@ -31,59 +37,59 @@ class CineTerm(Protocol):
         ...
 
 
-def frame_loss(x: torch.Tensor, terms: Sequence[FrameTerm | CineTerm]) -> torch.Tensor:
+def frame_loss(x: torch.Tensor, terms: Sequence[PartTerm | CineTerm]) -> torch.Tensor:
     """The sum of ``terms`` at a cine given as real and imaginary planes ``x (2, t, x, y)``, differentiable.
 
-    Each :class:`FrameTerm` works on one frame (and its neighbour) at a time, computing its value and its
-    gradient together: a frame's arrays stay in the CPU's cache from the prediction to the gradient. Element-wise
-    work on the whole cine at once streams every intermediate (and autograd's copies of them) through main
-    memory, which bounds the speed on a CPU. Real planes keep element-wise work on contiguous real arrays. A
-    :class:`CineTerm` (one batched product for the whole cine) runs first. On a CPU with several threads, the
-    whole-cine terms and the frames are shared between them, one core each.
+    Each :class:`PartTerm` works on one part of the cine (a frame, a block of rows) at a time, computing its value
+    and its gradient together: a part's arrays stay in the CPU's cache from the prediction to the gradient.
+    Element-wise work on the whole cine at once streams every intermediate (and autograd's copies of them) through
+    main memory, which bounds the speed on a CPU. Real planes keep element-wise work on contiguous real arrays.
+
+    On a CPU with several threads, the whole-cine terms (:class:`CineTerm`) and the parts are jobs that the
+    threads take in turn, each thread on one core: a part's operations are too small to share between cores well
+    (a frame of the k-t data term runs 1.1 times as fast on two as on one). Each region of a gradient has one
+    writer and the sums a fixed order, so the numbers do not depend on the timing. With one thread, or on a GPU,
+    the jobs run in turn.
     """
     return _FrameLoss.apply(x, terms)
 
 
 class _FrameLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, terms: Sequence[FrameTerm | CineTerm]) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, terms: Sequence[PartTerm | CineTerm]) -> torch.Tensor:  # type: ignore[override]
         whole = [term for term in terms if hasattr(term, "cine")]
-        per_frame = [term for term in terms if not hasattr(term, "cine")]
-        nt = x.shape[1]
+        split = [term for term in terms if not hasattr(term, "cine")]
+        jobs: list[tuple[Callable[[torch.Tensor], float], int]] = []  # (job, the term it belongs to)
+        for k, term in enumerate(whole):
+            jobs.append((functools.partial(term.cine, x), k))  # type: ignore[union-attr]
+        for k, term in enumerate(split, start=len(whole)):
+            n = term.count(x)  # type: ignore[union-attr]
+            jobs.extend((functools.partial(term.part, x, i), k) for i in range(n))  # type: ignore[union-attr]
         grad = torch.zeros_like(x)
-        values = [0.0] * (nt + 1)  # each frame's share of the per-frame terms, then the whole-cine terms'
-
+        values = [0.0] * len(jobs)
         threads = torch.get_num_threads()
-        workers = min(threads, nt) - 1  # threads besides this one
-        if x.device.type != "cpu" or workers < 1 or not per_frame:
-            values[nt] = sum(term.cine(x, grad) for term in whole)  # type: ignore[union-attr]
-            for t in range(nt):
-                values[t] = sum(term.frame(x, t, grad) for term in per_frame)
+        workers = min(threads, len(jobs)) - 1  # threads besides this one
+        if x.device.type != "cpu" or workers < 1:
+            for j, (job, _) in enumerate(jobs):
+                values[j] = job(grad)
         else:
-            # The whole-cine terms, each into a gradient of its own, then the frames, as jobs that each thread,
-            # on one core, takes in turn when done with the last. A frame's operations are too small to share
-            # between cores (a data-term frame runs 1.1 times as fast on two as on one). Each gradient has one
-            # writer at a time and the sums a fixed order: the same numbers whatever the timing.
-            grads = [torch.zeros_like(x) for _ in whole]
-            whole_values = [0.0] * len(whole)
+            # each term's gradient of its own (the first split term's parts write into disjoint regions of one)
+            own = {k: grad if k == len(whole) else torch.zeros_like(x) for k in range(len(terms))}
             todo: SimpleQueue[int] = SimpleQueue()
-            for job in range(len(whole) + nt):
-                todo.put(job)
+            for j in range(len(jobs)):
+                todo.put(j)
 
             def work() -> None:
                 with torch.no_grad():  # grad mode is per thread: a worker's is on
                     while True:
                         try:
-                            job = todo.get_nowait()
+                            j = todo.get_nowait()
                         except Empty:
                             return
-                        if job < len(whole):
-                            whole_values[job] = whole[job].cine(x, grads[job])  # type: ignore[union-attr]
-                        else:
-                            t = job - len(whole)
-                            values[t] = sum(term.frame(x, t, grad) for term in per_frame)
+                        job, k = jobs[j]
+                        values[j] = job(own[k])
 
-            others = [_serial_pool(workers).submit(work) for _ in range(workers)]
+            others = [_one_core_pool(workers).submit(work) for _ in range(workers)]
             torch.set_num_threads(1)
             try:
                 work()
@@ -91,9 +97,9 @@ class _FrameLoss(torch.autograd.Function):
                 torch.set_num_threads(threads)
                 for f in others:
                     f.result()
-            values[nt] = sum(whole_values)
-            for g in grads:
-                grad.add_(g)
+            for k in range(len(terms)):
+                if own[k] is not grad:
+                    grad.add_(own[k])
         ctx.save_for_backward(grad)
         return torch.tensor(sum(values), dtype=x.dtype, device=x.device)
 
@@ -110,7 +116,7 @@ def _weigh(r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 class SenseDataTerm:
     """The data term for fixed coil maps, ``scale * sum w_train |A x - y|^2``, frame by frame (a
-    :class:`FrameTerm`); after each evaluation :attr:`hold` is the held-out sum ``sum w_hold |A x - y|^2``.
+    :class:`PartTerm`); after each evaluation :attr:`hold` is the held-out sum ``sum w_hold |A x - y|^2``.
 
     Everything is in the frame of :meth:`SenseColumns.native` (``y`` through ``native_data``, the 0/1 weights
     through ``native_layout``, broadcastable to ``y``). Where the weights are the same along the readout (whole
@@ -172,7 +178,10 @@ class SenseDataTerm:
         """The held-out sum of the last evaluation."""
         return sum(self.holds)
 
-    def frame(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
+    def count(self, x: torch.Tensor) -> int:
+        return x.shape[1]  # the frames
+
+    def part(self, x: torch.Tensor, t: int, grad: torch.Tensor) -> float:
         k = self.op.native_frame(torch.complex(x[0, t], x[1, t]), t, readout=not self.hybrid)
         if self.index is not None:
             r = k.reshape(-1)[self.index[t]].sub_(self.y[t])
@@ -269,7 +278,7 @@ def _one_core() -> None:
 
 
 @lru_cache(maxsize=4)
-def _serial_pool(workers: int) -> ThreadPoolExecutor:
+def _one_core_pool(workers: int) -> ThreadPoolExecutor:
     # frame_loss's workers: flushing subnormals as the fit's threads do (inrsr.devices), one core each
     return ThreadPoolExecutor(workers, thread_name_prefix="inrsr-frames", initializer=_one_core)
 

@@ -30,7 +30,9 @@ def _problem(nx, ny, fft_y, hold_lines, t=5, c=3, cols=(1, 2, 4, 5, 7)):
 
 
 @pytest.mark.parametrize(("nx", "ny", "fft_y"), [(10, 8, True), (10, 8, False), (9, 8, False), (10, 9, False)])
-def test_gram_term_equals_the_frame_term_and_autograd(nx, ny, fft_y):
+@pytest.mark.parametrize("threads", [1, 2])  # two: in blocks of rows, shared between threads
+def test_gram_term_equals_the_frame_term_and_autograd(nx, ny, fft_y, threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the CPU's thread count, as the terms read it
     op, y, w_train, w_hold = _problem(nx, ny, fft_y, hold_lines=[(0, 1), (0, 3), (2, 4), (4, 0)])
     scale = 0.3
     frames = SenseDataTerm(op, op.native_data(y), op.native_layout(w_train), op.native_layout(w_hold), scale)
@@ -55,7 +57,8 @@ def test_gram_term_equals_the_frame_term_and_autograd(nx, ny, fft_y):
         torch.testing.assert_close(leaf.grad, ref_planes.grad, rtol=1e-4, atol=1e-5)
         assert term.hold == pytest.approx(ref_hold, rel=1e-5)
         assert term.hold_norm == pytest.approx(float((w_hold * y.abs() ** 2).sum()), rel=1e-5)
-    # with a frame term: the whole-cine term runs first, then the frames; the sum of both
+    assert gram.count(planes) == (1 if threads == 1 else min(nx, 4 * threads))
+    # with a whole-cine term: the sum of both
     both = planes.clone().requires_grad_(True)
     tv_only = planes.clone().requires_grad_(True)
     frame_loss(both, [tv, gram]).backward()
