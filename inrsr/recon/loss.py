@@ -94,9 +94,11 @@ class _FrameLoss(torch.autograd.Function):
             try:
                 work()
             finally:
-                torch.set_num_threads(threads)
                 for f in others:
                     f.result()
+                # last, after the workers: the count each thread has is its own, but PyTorch also keeps the last
+                # count set by any thread, and threads that start later take that one
+                torch.set_num_threads(threads)
             for k in range(len(terms)):
                 if own[k] is not grad:
                     grad.add_(own[k])

@@ -1,6 +1,8 @@
 """The recon loss evaluated frame by frame (value and gradient together) equals autograd through the same terms
 written on the whole cine."""
 
+import threading
+
 import pytest
 import torch
 
@@ -76,10 +78,27 @@ def test_frame_loss_equals_autograd_of_the_same_terms(columns, nx, lines, thread
     torch.testing.assert_close(fused_planes.grad, 2 * ref_planes.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_frame_loss_shares_frames_between_threads_with_the_same_numbers_every_time():
+def _count_in_a_new_thread() -> int:
+    seen: list[int] = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    return seen[0]
+
+
+def test_frame_loss_shares_frames_between_threads_with_the_same_numbers_every_time(monkeypatch):
     """With several threads the frames go to whichever thread is free, but each frame's gradient has one writer
-    and the sums a fixed order: repeated evaluations agree to the bit, and the caller's thread count is kept."""
+    and the sums a fixed order: repeated evaluations agree to the bit, and the caller's thread count is kept,
+    also for threads started afterwards (PyTorch gives them the count last set by any thread: here the workers
+    start late, after the caller has done every job)."""
+    import time
+
+    from inrsr.recon import loss as loss_module
     from inrsr.recon.loss import LocallyLowRank
+
+    one_core = loss_module._one_core
+    monkeypatch.setattr(loss_module, "_one_core", lambda: (time.sleep(0.2), one_core()))
+    loss_module._one_core_pool.cache_clear()  # a new pool, whose workers start late
 
     t, c, nx, ny = 12, 3, 16, 12
     maps = _rand((c, nx, ny), 1).to(torch.complex64)
@@ -100,12 +119,14 @@ def test_frame_loss_shares_frames_between_threads_with_the_same_numbers_every_ti
             loss.backward()
             runs.append((float(loss.detach()), leaf.grad))
             assert torch.get_num_threads() == 2
+            assert _count_in_a_new_thread() == 2  # the caller's count, not the workers' one
         torch.set_num_threads(1)  # one thread: everything in turn on the caller's
         leaf = planes.clone().requires_grad_(True)
         serial = frame_loss(leaf, terms)
         serial.backward()
     finally:
         torch.set_num_threads(before)
+        loss_module._one_core_pool.cache_clear()
     for value, grad in runs[1:]:
         assert value == runs[0][0] and torch.equal(grad, runs[0][1])
     torch.testing.assert_close(runs[0][1], leaf.grad, rtol=1e-5, atol=1e-7)
