@@ -267,13 +267,6 @@ class TotalVariation:
         return sum(self.frames(x, t, min(t + self.block, nt), grad) for t in range(0, nt, self.block))
 
 
-@lru_cache(maxsize=4)
-def _eigh_pool(workers: int) -> ThreadPoolExecutor:
-    # the workers flush subnormals as the fit's threads do (inrsr.devices)
-    return ThreadPoolExecutor(workers, thread_name_prefix="inrsr-eigh", initializer=torch.set_flush_denormal,
-                              initargs=(True,))  # fmt: skip
-
-
 def _one_core() -> None:
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)  # this thread's operations stay on its own core (the setting is per thread)
@@ -281,14 +274,16 @@ def _one_core() -> None:
 
 @lru_cache(maxsize=4)
 def _one_core_pool(workers: int) -> ThreadPoolExecutor:
-    # frame_loss's workers: flushing subnormals as the fit's threads do (inrsr.devices), one core each
-    return ThreadPoolExecutor(workers, thread_name_prefix="inrsr-frames", initializer=_one_core)
+    # the workers of frame_loss and batched_eigh: flushing subnormals as the fit's threads do (inrsr.devices),
+    # one core each
+    return ThreadPoolExecutor(workers, thread_name_prefix="inrsr-loss", initializer=_one_core)
 
 
 def batched_eigh(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.eigh`` of a batch of Hermitian matrices ``(B, n, n)``. On a CPU the batch is split over
     PyTorch's intra-op thread count, one share per thread: LAPACK decomposes a batch one matrix after another
-    on a single core. Each matrix's decomposition is the same call either way.
+    on a single core. Each matrix's decomposition is the same call either way. (Inside :func:`frame_loss` on
+    several threads the low-rank term is one job on one core, and its batch is not split.)
 
     >>> g = torch.eye(3).repeat(8, 1, 1) * torch.arange(1.0, 9.0)[:, None, None]
     >>> lam, vec = batched_eigh(g)
@@ -299,7 +294,7 @@ def batched_eigh(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if g.device.type != "cpu" or threads < 2 or len(g) < 2 * threads:
         return torch.linalg.eigh(g)
     first, *rest = g.chunk(threads)
-    others = [_eigh_pool(len(rest)).submit(torch.linalg.eigh, part) for part in rest]
+    others = [_one_core_pool(len(rest)).submit(torch.linalg.eigh, part) for part in rest]
     parts = [torch.linalg.eigh(first)] + [f.result() for f in others]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
