@@ -121,7 +121,16 @@ FramesOpt = Annotated[
     ),
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Most optimisation steps per slice.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (decays 3x over --steps).")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (at the first step; see --lr-decay).")]
+LrDecayOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lr-decay",
+        help="The learning rate falls exponentially to --lr times this at --steps, in (0, 1] (1: constant). "
+        "Default: 1 when every frame has the same lines at R <= 4 (the fit is still improving when its steps "
+        "end), 1/3 otherwise.",
+    ),
+]
 HoldoutOpt = Annotated[
     float,
     typer.Option("--holdout", help="Share of sampled lines outside the ACS held out to choose the step."),
@@ -216,6 +225,7 @@ def recon_command(
     frames: FramesOpt = _D.frames,
     steps: StepsOpt = _D.steps,
     lr: LrOpt = _D.lr,
+    lr_decay: LrDecayOpt = _D.lr_decay,
     holdout: HoldoutOpt = _D.holdout,
     patience: PatienceOpt = _D.patience,
     settle_tol: SettleTolOpt = _D.settle_tol,
@@ -279,6 +289,7 @@ def recon_command(
         frames=frames,
         steps=steps,
         lr=lr,
+        lr_decay=lr_decay,
         holdout=holdout,
         patience=patience,
         settle_tol=settle_tol,

@@ -136,6 +136,7 @@ def _undersampled(tmp_path, cine):
         (["FULL", "--accel", 4, "--llr-every", 0], "--llr-every must be >= 1, got 0"),
         (["FULL", "--accel", 4, "--settle-tol", 1.5], "--settle-tol must be in [0, 1), got 1.5"),
         (["FULL", "--accel", 4, "--weight-ramp", -1], "--weight-ramp must be >= 0 (0: lower the weights at once)"),
+        (["FULL", "--accel", 4, "--lr-decay", 1.5], "--lr-decay must be in (0, 1] (1: a constant rate), got 1.5"),
         (["FULL", "--accel", 4, "--llr-race", 1.5], "--llr-race must be in [0, 1) and --race-steps >= 1, got 1.5"),
         (["FULL", "--accel", 4, "--race-steps", 0], "--llr-race must be in [0, 1) and --race-steps >= 1"),
     ],
