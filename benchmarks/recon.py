@@ -291,7 +291,9 @@ INRSR_VARIANTS = {
     "inrsr_joint": Variant({"coils": "joint"}, "inrsr --coils joint", R8),
     "inrsr_no_dc": Variant({"dc": False}, "inrsr --no-dc (no final data consistency)", R8 + KT16),
     "inrsr_lr_decay": Variant(
-        {"lr_decay": 1 / 3}, "inrsr --lr-decay 0.33 (the rate falling 3x over the steps, as at higher R)", R4
+        {"lr_decay": 1 / 3},
+        "inrsr --lr-decay 0.33 (the rate falling 3x over the steps, the default before)",
+        R4 + R8 + KT16,
     ),
     "inrsr_settle_strict": Variant(
         {"settle_tol": 0.0},

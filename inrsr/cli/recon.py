@@ -123,12 +123,11 @@ FramesOpt = Annotated[
 StepsOpt = Annotated[int, typer.Option("--steps", help="Most optimisation steps per slice.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (at the first step; see --lr-decay).")]
 LrDecayOpt = Annotated[
-    float | None,
+    float,
     typer.Option(
         "--lr-decay",
-        help="The learning rate falls exponentially to --lr times this at --steps, in (0, 1] (1: constant). "
-        "Default: 1 when every frame has the same lines at R <= 4 (the fit is still improving when its steps "
-        "end), 1/3 otherwise.",
+        help="The learning rate falls exponentially to --lr times this at --steps, in (0, 1] (1: constant, the "
+        "default: the fits are still improving at their last weights when their steps end).",
     ),
 ]
 HoldoutOpt = Annotated[

@@ -27,13 +27,11 @@ class Pattern(str, Enum):
 # aliasing is the same in every frame and the low-rank term keeps it, except at low acceleration (R <= 4), where
 # the aliasing is weak and the term's denoising pays (benchmark: docs/recon.md). There the coils alone unfold most
 # of the aliasing, and the weaker components of their sensitivities, which a compression to 6 virtual coils drops,
-# matter: 8 virtual coils (through the normal matrices of a fixed-line mask a step costs nearly the same). With
-# that many data the fit is still improving at its last weights when the step budget ends, so the learning rate
-# is not decayed there (at higher R it falls 3x over the steps).
-KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1, "virtual_coils": 6, "lr_decay": 1 / 3}
-FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3, "virtual_coils": 6, "lr_decay": 1 / 3}
+# matter: 8 virtual coils (through the normal matrices of a fixed-line mask a step costs nearly the same).
+KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1, "virtual_coils": 6}
+FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3, "virtual_coils": 6}
 FIXED_LINE_LOW_ACCEL = 4.0  # fixed-line masks at this nominal acceleration or lower take FIXED_LINE_LOW_SETTINGS
-FIXED_LINE_LOW_SETTINGS = {**FIXED_LINE_SETTINGS, "llr": 0.1, "virtual_coils": 8, "lr_decay": 1.0}
+FIXED_LINE_LOW_SETTINGS = {**FIXED_LINE_SETTINGS, "llr": 0.1, "virtual_coils": 8}
 
 
 @dataclass
@@ -67,8 +65,9 @@ class ReconConfig:
     frames: int | None = None  # frames rendered over the cardiac cycle (None: the acquired ones)
     steps: int = 420
     lr: float = 8e-2
-    # the rate falls exponentially to lr * lr_decay at the step cap (1: constant; None: chosen by the mask, as llr)
-    lr_decay: float | None = None
+    # the rate falls exponentially to lr * lr_decay at the step cap (1: constant: the fits are still improving at
+    # their last weights when the held-out rule or the step cap ends them)
+    lr_decay: float = 1.0
     holdout: float = 0.05
     patience: int = 30
     settle_tol: float = 0.005  # settled: the best held-out error fell by at most this share over `patience` steps
@@ -117,7 +116,7 @@ class ReconConfig:
             raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
         if self.tv_stages < 0 or (self.tv_factor is not None and not 0 < self.tv_factor < 1):
             raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")
-        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
+        if not 0 < self.lr_decay <= 1:
             raise InputError(f"--lr-decay must be in (0, 1] (1: a constant rate), got {self.lr_decay}")
         if self.weight_ramp < 0:
             raise InputError(f"--weight-ramp must be >= 0 (0: lower the weights at once), got {self.weight_ramp}")
@@ -146,8 +145,6 @@ class ReconConfig:
         (0.1, 0.0)
         >>> ReconConfig().for_mask(kt=False, accel=4).virtual_coils, ReconConfig().for_mask(kt=True).virtual_coils
         (8, 6)
-        >>> ReconConfig().for_mask(kt=False, accel=4).lr_decay, ReconConfig(lr_decay=0.5).for_mask(kt=False).lr_decay
-        (1.0, 0.5)
         """
         if kt:
             chosen = KT_SETTINGS
@@ -160,7 +157,7 @@ class ReconConfig:
     def fit_settings(self) -> FitSettings:
         from .solver import FitSettings
 
-        if self.llr is None or self.tv_factor is None or self.lr_decay is None:
+        if self.llr is None or self.tv_factor is None:
             raise ValueError("call for_mask() first: llr and tv_factor depend on the mask")
         return FitSettings(
             encoding=self.encoding,
