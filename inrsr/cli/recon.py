@@ -123,11 +123,12 @@ FramesOpt = Annotated[
 StepsOpt = Annotated[int, typer.Option("--steps", help="Most optimisation steps per slice.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="Adam learning rate (at the first step; see --lr-decay).")]
 LrDecayOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--lr-decay",
-        help="The learning rate falls exponentially to --lr times this at --steps, in (0, 1] (1: constant, the "
-        "default: the fits are still improving at their last weights when their steps end).",
+        help="The learning rate falls exponentially to --lr times this at --steps, in (0, 1] (1: constant). "
+        "Default: 1 (the fits are still improving at their last weights when their steps end); 1/3 with --frames "
+        "(the frames between the acquired ones come out steadier).",
     ),
 ]
 HoldoutOpt = Annotated[

@@ -32,6 +32,11 @@ KT_SETTINGS = {"llr": 0.1, "acs_motion": 0.03, "tv_factor": 0.1, "virtual_coils"
 FIXED_LINE_SETTINGS = {"llr": 0.0, "acs_motion": 0.0, "tv_factor": 0.3, "virtual_coils": 6}
 FIXED_LINE_LOW_ACCEL = 4.0  # fixed-line masks at this nominal acceleration or lower take FIXED_LINE_LOW_SETTINGS
 FIXED_LINE_LOW_SETTINGS = {**FIXED_LINE_SETTINGS, "llr": 0.1, "virtual_coils": 8}
+# The learning rate stays constant (the fits are still improving at their last weights when the held-out rule or
+# the step cap ends them), except when --frames renders frames between the acquired ones: a rate falling 3x
+# leaves the field between them steadier (docs/recon.md).
+LR_DECAY = 1.0
+FRAMES_LR_DECAY = 1 / 3
 
 
 @dataclass
@@ -65,9 +70,9 @@ class ReconConfig:
     frames: int | None = None  # frames rendered over the cardiac cycle (None: the acquired ones)
     steps: int = 420
     lr: float = 8e-2
-    # the rate falls exponentially to lr * lr_decay at the step cap (1: constant: the fits are still improving at
-    # their last weights when the held-out rule or the step cap ends them)
-    lr_decay: float = 1.0
+    # the rate falls exponentially to lr * lr_decay at the step cap (1: constant; None: LR_DECAY, or
+    # FRAMES_LR_DECAY with frames)
+    lr_decay: float | None = None
     holdout: float = 0.05
     patience: int = 30
     settle_tol: float = 0.005  # settled: the best held-out error fell by at most this share over `patience` steps
@@ -116,7 +121,7 @@ class ReconConfig:
             raise InputError(f"--virtual-coils must be >= 0 (0: keep every coil), got {self.virtual_coils}")
         if self.tv_stages < 0 or (self.tv_factor is not None and not 0 < self.tv_factor < 1):
             raise InputError("--tv-stages must be >= 0 and --tv-factor in (0, 1)")
-        if not 0 < self.lr_decay <= 1:
+        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
             raise InputError(f"--lr-decay must be in (0, 1] (1: a constant rate), got {self.lr_decay}")
         if self.weight_ramp < 0:
             raise InputError(f"--weight-ramp must be >= 0 (0: lower the weights at once), got {self.weight_ramp}")
@@ -154,6 +159,16 @@ class ReconConfig:
             chosen = FIXED_LINE_SETTINGS
         return replace(self, **{k: v for k, v in chosen.items() if getattr(self, k) is None})
 
+    def decay(self) -> float:
+        """The learning rate's fall over the steps: ``lr_decay`` where given, else constant, except with ``frames``.
+
+        >>> ReconConfig().decay(), ReconConfig(frames=36).decay() == FRAMES_LR_DECAY, ReconConfig(lr_decay=0.5).decay()
+        (1.0, True, 0.5)
+        """
+        if self.lr_decay is not None:
+            return self.lr_decay
+        return FRAMES_LR_DECAY if self.frames is not None else LR_DECAY
+
     def fit_settings(self) -> FitSettings:
         from .solver import FitSettings
 
@@ -173,7 +188,7 @@ class ReconConfig:
             llr_every=self.llr_every,
             steps=self.steps,
             lr=self.lr,
-            lr_final=self.lr * self.lr_decay,
+            lr_final=self.lr * self.decay(),
             patience=self.patience,
             settle_tol=self.settle_tol,
             weight_ramp=self.weight_ramp,

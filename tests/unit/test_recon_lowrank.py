@@ -198,15 +198,16 @@ def test_the_race_of_low_rank_factors_resumes_from_the_winner_exactly():
 
 def test_the_learning_rate_is_constant_unless_a_decay_is_given(monkeypatch):
     """The rate the solver is given: constant by default under every mask, falling to ``--lr-decay`` times itself
-    at the step cap when given."""
+    at the step cap when given, and 3x by default when frames between the acquired ones are rendered."""
     from inrsr.recon import solver
 
     k, _, _ = cine_kspace(NX, NY, NT, NC, noise=0.002, seed=0)
     given, real = [], solver.fit_slice
     monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: given.append(a[4]) or real(*a, **kw))
-    cases = [("uniform", 4, None), ("uniform", 8, None), ("ktUniform", 4, None), ("uniform", 8, 1 / 3)]
-    for pattern, accel, decay in cases:
+    cases = [("uniform", 4, {}), ("uniform", 8, {}), ("ktUniform", 4, {}), ("uniform", 8, {"lr_decay": 0.5})]
+    cases += [("uniform", 8, {"frames": 2 * NT}), ("uniform", 8, {"frames": 2 * NT, "lr_decay": 1.0})]
+    for pattern, accel, options in cases:
         mask = M.pattern_mask(pattern, NX, NY, NT, accel, 12)
-        config = ReconConfig(steps=2, quiet=True, device="cpu", **({} if decay is None else {"lr_decay": decay}))
+        config = ReconConfig(steps=2, quiet=True, device="cpu", **options)
         reconstruct_slice(np.where(mask[:, None], k, 0), mask, config)
-    assert [s.lr_final / s.lr for s in given] == pytest.approx([1.0, 1.0, 1.0, 1 / 3])
+    assert [s.lr_final / s.lr for s in given] == pytest.approx([1.0, 1.0, 1.0, 0.5, 1 / 3, 1.0])
