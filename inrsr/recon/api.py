@@ -199,6 +199,7 @@ def reconstruct_slice(
             "llr": config.llr,
             "acs_motion": config.acs_motion,
             "tv_factor": config.tv_factor,
+            "lr_decay": config.decay(),
             "fit_seconds": fit.seconds,
             "seconds_per_step": fit.seconds / max(fit.steps_run, 1),
             "seconds": time.perf_counter() - start,

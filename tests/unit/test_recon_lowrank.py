@@ -206,8 +206,10 @@ def test_the_learning_rate_is_constant_unless_a_decay_is_given(monkeypatch):
     monkeypatch.setattr(solver, "fit_slice", lambda *a, **kw: given.append(a[4]) or real(*a, **kw))
     cases = [("uniform", 4, {}), ("uniform", 8, {}), ("ktUniform", 4, {}), ("uniform", 8, {"lr_decay": 0.5})]
     cases += [("uniform", 8, {"frames": 2 * NT}), ("uniform", 8, {"frames": 2 * NT, "lr_decay": 1.0})]
+    reported = []
     for pattern, accel, options in cases:
         mask = M.pattern_mask(pattern, NX, NY, NT, accel, 12)
         config = ReconConfig(steps=2, quiet=True, device="cpu", **options)
-        reconstruct_slice(np.where(mask[:, None], k, 0), mask, config)
+        reported.append(reconstruct_slice(np.where(mask[:, None], k, 0), mask, config).info["lr_decay"])
     assert [s.lr_final / s.lr for s in given] == pytest.approx([1.0, 1.0, 1.0, 0.5, 1 / 3, 1.0])
+    assert reported == pytest.approx([s.lr_final / s.lr for s in given])  # the report says which rate was used
