@@ -287,7 +287,9 @@ KT16 = (("ktUniform", 16),)
 INRSR_VARIANTS = {
     "inrsr": Variant({}, "inrsr (default)", None),
     "inrsr_fixed_tv": Variant({"tv_stages": 0}, "inrsr --tv-stages 0 (TV weights fixed)", R8),
-    "inrsr_all_coils": Variant({"virtual_coils": 0}, "inrsr --virtual-coils 0 (all 10 coils)", R8),
+    "inrsr_six_coils": Variant(
+        {"virtual_coils": 6}, "inrsr --virtual-coils 6 (compressed to 6 virtual coils, the default before)", R8
+    ),
     "inrsr_hash": Variant({"encoding": "hash"}, "inrsr --encoding hash (grids + MLP)", R8),
     "inrsr_pixel": Variant({"encoding": "pixel"}, "inrsr --encoding pixel (no field: ablation)", R8),
     "inrsr_joint": Variant({"coils": "joint"}, "inrsr --coils joint", R8),

@@ -69,8 +69,8 @@ VirtualCoilsOpt = Annotated[
     typer.Option(
         "--virtual-coils",
         help="Compress the coils to this many virtual coils first (SVD over the coils, as BART's cc): under k-t "
-        "masks each step costs about as many coils; 0 keeps every coil. Default: 8 when every frame has the same "
-        "lines at R <= 4 (the coils unfold most of the aliasing there), 6 otherwise.",
+        "masks each step costs about as many coils; 0 keeps every coil. Default: under k-t masks 6; when every "
+        "frame has the same lines 8 at R <= 4 and every coil above (a step costs nearly the same there).",
     ),
 ]
 LossOpt = Annotated[str, typer.Option("--loss", help="k-space loss: l2 or huber.")]

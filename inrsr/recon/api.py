@@ -151,8 +151,9 @@ def reconstruct_slice(
         "effective_accel": M.effective_accel(mask),
         "acs_lines": int(np.subtract(*M.detect_acs(mask)[::-1])),
     }
+    if config.method != "zerofill":
+        info["virtual_coils"] = int(kspace.shape[1])  # the coils the fit uses, virtual or not
     if coil_energy is not None:
-        info["virtual_coils"] = int(kspace.shape[1])
         info["coil_energy_kept"] = coil_energy
     if config.method == "zerofill":
         info["seconds"] = time.perf_counter() - start

@@ -251,12 +251,12 @@ def test_coil_compression_keeps_the_energy_and_still_reconstructs(cine):
 
 
 def test_the_mask_chooses_the_virtual_coil_count_unless_given():
-    """10 coils: 8 virtual coils with the same lines in every frame at R = 4, 6 at R = 8 and under a k-t mask,
-    as many as given otherwise (a few steps each: only the compression is checked here)."""
+    """10 coils: 8 virtual coils with the same lines in every frame at R = 4, all 10 at R = 8, 6 under a k-t
+    mask, as many as given otherwise (a few steps each: only the compression is checked here)."""
     k, _, _ = cine_kspace(48, 40, 6, 10, seed=0)
     cases = [
         ("uniform", 4, {}, 8),
-        ("uniform", 8, {}, 6),
+        ("uniform", 8, {}, 10),
         ("ktUniform", 8, {}, 6),
         ("uniform", 4, {"virtual_coils": 5}, 5),
     ]

@@ -98,8 +98,9 @@ def test_settings_are_chosen_by_the_mask_unless_given():
     low = ReconConfig().for_mask(kt=False, accel=4.0)
     assert low.llr == FIXED_LINE_LOW_SETTINGS["llr"] > 0 and low.tv_factor == FIXED_LINE_SETTINGS["tv_factor"]
     assert ReconConfig().for_mask(kt=False, accel=5.0).llr == 0 and ReconConfig().for_mask(kt=True, accel=4.0).llr > 0
-    # more virtual coils where the coils unfold most of the aliasing (the same lines in every frame, R <= 4)
-    assert low.virtual_coils == FIXED_LINE_LOW_SETTINGS["virtual_coils"] > FIXED_LINE_SETTINGS["virtual_coils"]
+    # the same lines in every frame: 8 virtual coils at R <= 4, every coil above (0: no compression); k-t: 6
+    assert low.virtual_coils == FIXED_LINE_LOW_SETTINGS["virtual_coils"] == 8
+    assert ReconConfig().for_mask(kt=False, accel=8.0).virtual_coils == FIXED_LINE_SETTINGS["virtual_coils"] == 0
     assert ReconConfig().for_mask(kt=True, accel=4.0).virtual_coils == KT_SETTINGS["virtual_coils"]
     assert ReconConfig(virtual_coils=0).for_mask(kt=False, accel=4.0).virtual_coils == 0  # given: kept
     given = ReconConfig(llr=0.5, acs_motion=0.0, tv_factor=0.2).for_mask(kt=True)
