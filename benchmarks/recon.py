@@ -587,7 +587,8 @@ def draw_lines(results: dict) -> list[str]:
         "",
         "Over several draws of each cine (seed 0, the table's, and draws never tuned on), crop PSNR: inrsr against "
         f"the best of {', '.join(LABELS[m] for m in DRAW_CLASSIC)} (L1-wavelet on the fixed-line masks only) and "
-        "against BART T+W, on each draw, from the same run as inrsr on that draw:",
+        "against BART T+W, on each draw (the fits are deterministic: a method's score on a draw does not change "
+        "from run to run, so rows of different runs compare):",
         "",
         "| cine | mask | R | draws (seeds) | inrsr median (dB) | vs best classic: median margin (range), draws "
         "ahead | vs BART T+W: median margin (range), draws ahead | inrsr median wall (s) |",
