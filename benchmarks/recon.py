@@ -452,7 +452,7 @@ def main() -> None:
                 }
                 results["runs"].append(row)
                 _print(row)
-        for accel in [int(a) for a in args.temporal.split(",") if a and seed == 0]:
+        for accel in [int(a) for a in args.temporal.split(",") if a] if seed == 0 else []:  # the table's draw
             for row in temporal_sr(k, gt, accel):
                 row |= {"case": case, "pattern": "uniform, even frames", "run": run}
                 results["runs"].append(row)
@@ -512,6 +512,17 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _group(r: dict) -> tuple[str, str, int]:
+    """A row's cine, mask pattern and R (rows of early runs had no case or pattern: the phantom, uniform)."""
+    return r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]
+
+
+def _group_order(group: tuple[str, str, int]) -> tuple:
+    """Tables list the cines in ``CASES`` order, each with its uniform masks first, then by pattern and R."""
+    case, pattern, accel = group
+    return CASES.index(case) if case in CASES else 9, pattern != "uniform", pattern, accel
+
+
 def render_table(results: dict) -> str:
     """The table of the benchmark's draw (seed 0), its summary, and the margins over every draw run."""
     everything, results = results, {**results, "runs": [r for r in results["runs"] if r.get("seed", 0) == 0]}
@@ -521,17 +532,10 @@ def render_table(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {m: i for i, m in enumerate(METHODS)}
-    cases = {c: i for i, c in enumerate(CASES)}
-
-    def key(r: dict) -> tuple:
-        return (cases.get(r.get("case", "phantom"), 9), r.get("pattern", "uniform") != "uniform",
-                r.get("pattern", "uniform"), r["accel"], order.get(r["method"], 99))  # fmt: skip
-
-    zerofill = {(r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]): r["crop"]["psnr"]
-                for r in results["runs"] if r["method"] == "zerofill"}  # fmt: skip
-    for r in sorted(results["runs"], key=key):
+    zerofill = {_group(r): r["crop"]["psnr"] for r in results["runs"] if r["method"] == "zerofill"}
+    for r in sorted(results["runs"], key=lambda r: (*_group_order(_group(r)), order.get(r["method"], 99))):
         c, f = r["crop"], r["full"]
-        base = zerofill.get((r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]))
+        base = zerofill.get(_group(r))
         rate = "" if base is None or r["method"] == "zerofill" else f"{(c['psnr'] - base) / r['seconds']:.2f}"
         lines.append(
             f"| {r.get('case', 'phantom')} | {r.get('pattern', 'uniform')} | "
@@ -560,17 +564,16 @@ def draw_lines(results: dict) -> list[str]:
     tuned on): the median of the per-draw margins (crop PSNR), their range, and on how many draws inrsr is ahead."""
     rows: dict[tuple, dict[int, dict[str, dict]]] = {}
     for r in results["runs"]:
-        key = (r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"])
-        rows.setdefault(key, {}).setdefault(r.get("seed", 0), {})[r["method"]] = r
+        rows.setdefault(_group(r), {}).setdefault(r.get("seed", 0), {})[r["method"]] = r
     out = []
-    for (case, pattern, accel), draws in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "uniform", kv[0])):
+    for (case, pattern, accel), draws in sorted(rows.items(), key=lambda kv: _group_order(kv[0])):
         wanted = [m for m in DRAW_CLASSIC if m != "l1wav" or pattern == "uniform"]
         full = {seed: runs for seed, runs in draws.items() if all(m in runs for m in ["inrsr", *wanted])}
         if len(full) < 2:
             continue
         ours = [runs["inrsr"]["crop"]["psnr"] for runs in full.values()]
-        best = [runs["inrsr"]["crop"]["psnr"] - max(runs[m]["crop"]["psnr"] for m in wanted) for runs in full.values()]
-        bart = [runs["inrsr"]["crop"]["psnr"] - runs["bart_ttv_wav"]["crop"]["psnr"] for runs in full.values()]
+        best = [o - max(runs[m]["crop"]["psnr"] for m in wanted) for o, runs in zip(ours, full.values(), strict=True)]
+        bart = [o - runs["bart_ttv_wav"]["crop"]["psnr"] for o, runs in zip(ours, full.values(), strict=True)]
         secs = [runs["inrsr"]["seconds"] for runs in full.values()]
 
         def spread(values: list[float]) -> str:
@@ -600,13 +603,9 @@ def draw_lines(results: dict) -> list[str]:
 def summary_lines(results: dict) -> list[str]:
     """Per R, inrsr against the best per-frame method and BART temporal TV measured in the same run."""
     out = []
-    groups = sorted({(r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]) for r in results["runs"]})
+    groups = sorted({_group(r) for r in results["runs"]})
     for case, pattern, accel in groups:
-        runs = {
-            r["method"]: r
-            for r in results["runs"]
-            if (r.get("case", "phantom"), r.get("pattern", "uniform"), r["accel"]) == (case, pattern, accel)
-        }
+        runs = {r["method"]: r for r in results["runs"] if _group(r) == (case, pattern, accel)}
         if "inrsr_tsr" in runs and "linear_tsr" in runs:
             gain = runs["inrsr_tsr"]["crop"]["psnr"] - runs["linear_tsr"]["crop"]["psnr"]
             out.append(
