@@ -270,6 +270,8 @@ def cine_montage(
     """Zero-filled vs reconstructed cine ``(x, y, t)`` magnitudes: three frames (first, a third and two thirds
     through) and the x-t profile along x at the central y; ``spacing_mm`` = (dx, dy). Both rows share the
     reconstruction's grey window."""
+    from matplotlib.ticker import MaxNLocator
+
     zf = np.asarray(zero_filled, dtype=np.float32)
     rec = np.asarray(reconstruction, dtype=np.float32)
     if zf.shape != rec.shape or zf.ndim != 3:
@@ -311,11 +313,13 @@ def cine_montage(
         ax.imshow(data[:, yc, :], cmap="gray", vmin=lo, vmax=hi, origin="upper", extent=(-0.5, nt - 0.5, w, 0),
                   interpolation="nearest", aspect="auto")  # fmt: skip
         ax.tick_params(colors="white", labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # frames are whole numbers
         ax.yaxis.tick_right()
         ax.yaxis.set_label_position("right")
         ax.set_ylabel("x (mm)", color="white", fontsize=7)
         if i == 0:
             ax.set_title(f"x-t profile at y = {yc}", color="white", fontsize=9)
+            ax.tick_params(labelbottom=False)  # the rows share the frame axis: labelled once, below
         else:
             ax.set_xlabel("frame", color="white", fontsize=7)
     if caption:

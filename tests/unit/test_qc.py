@@ -98,6 +98,10 @@ def test_cine_montage(tmp_path):
     np.testing.assert_allclose(fig.axes[7].images[0].get_array(), rec[:, 10, :])  # the reconstruction's row
     np.testing.assert_allclose(fig.axes[5].images[0].get_array(), rec[:, :, 2].T)  # frame 2: x across, y down
     assert fig.axes[0].images[0].get_extent() == [0.0, 36.0, 40.0, 0.0]  # mm: 24 x 1.5 by 20 x 2
+    # the profiles share the frame axis: whole frames, labelled once, under the lower one
+    ticks = fig.axes[7].get_xticks()
+    assert np.allclose(ticks, np.round(ticks)) and fig.axes[7].get_xlabel() == "frame"
+    assert not fig.axes[3].xaxis.get_tick_params()["labelbottom"] and fig.axes[7].xaxis.get_tick_params()["labelbottom"]
     qc.save_png(fig, tmp_path / "cine.png")
     assert imread(str(tmp_path / "cine.png")).shape[1] == 1100
     with pytest.raises(ValueError, match="one shape"):
